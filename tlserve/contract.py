@@ -1,0 +1,57 @@
+"""The exported-model contract shared by training/ (which writes it) and service/ (which serves it).
+
+Names here are part of the on-disk and wire format (see DESIGN.md); changing one breaks served models.
+This module is deliberately free of TensorFlow so the gateway can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Final
+
+# Signatures of every exported version.
+SIGNATURE_BYTES: Final = "serving_default"
+SIGNATURE_PIXELS: Final = "predict_pixels"
+INPUT_BYTES: Final = "image_bytes"
+INPUT_PIXELS: Final = "pixels"
+OUTPUT_PROBABILITIES: Final = "probabilities"
+OUTPUT_CLASSES: Final = "classes"
+OUTPUT_SCORES: Final = "scores"
+MAX_TOP_K: Final = 5
+
+# Files inside a version directory.
+LABELS_FILE: Final = Path("assets") / "labels.txt"
+METADATA_FILE: Final = Path("assets.extra") / "metadata.json"
+WARMUP_FILE: Final = Path("assets.extra") / "tf_serving_warmup_requests"
+
+# Files of the model repository (models/).
+MODELS_CONFIG_FILE: Final = "models.config"
+AUDIT_LOG_FILE: Final = "audit.jsonl"
+
+# Encoded formats the serving_default signature decodes (tf.io.decode_image).
+SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP", "GIF"})
+
+# TF Serving accepts version labels matching this (g3doc/serving_config.md); so do we.
+LABEL_PATTERN: Final = re.compile(r"^[a-zA-Z0-9_]+$")
+MODEL_NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def top_k_for(num_classes: int) -> int:
+    """K of the `classes`/`scores` outputs: every class, capped at MAX_TOP_K."""
+    return min(MAX_TOP_K, num_classes)
+
+
+def list_versions(model_dir: Path) -> list[int]:
+    """Integer version directories under a model's base path, ascending.
+
+    Anything else (staging directories, files, `v2`, `0012`) is invisible, as it is to TF Serving's poller.
+    """
+    if not model_dir.is_dir():
+        return []
+    versions = []
+    for child in model_dir.iterdir():
+        name = child.name
+        if name.isdigit() and str(int(name)) == name and child.is_dir():
+            versions.append(int(name))
+    return sorted(versions)

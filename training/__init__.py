@@ -1,0 +1,1 @@
+"""Offline side of tlserve: data → model → train → evaluate → export → repository → promote."""
