@@ -20,7 +20,8 @@ COMMAND_MODULES = (
     "training.cli_data",
     "training.cli_train",
     "training.cli_models",
-    "service.cli",
+    "service.modelserver.cli",
+    "service.gateway.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

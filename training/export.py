@@ -75,9 +75,7 @@ class _Servable(tf.Module):  # type: ignore[misc]
         }
 
 
-def export_saved_model(
-    model: Any, spec: ExportSpec, out_dir: Path, *, warmup_images: Sequence[bytes] = ()
-) -> Path:
+def export_saved_model(model: Any, spec: ExportSpec, out_dir: Path, *, warmup_images: Sequence[bytes] = ()) -> Path:
     """Write the SavedModel, labels, metadata and warmup records into `out_dir` (an empty staging dir)."""
     servable = _Servable(model, spec.classes, spec.image_size)
     signatures = {
@@ -129,9 +127,7 @@ def write_warmup_requests(version_dir: Path, images: Sequence[bytes], *, max_rec
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     def record(batch: Sequence[bytes]) -> bytes:
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(signature_name=contract.SIGNATURE_BYTES)
-        )
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=contract.SIGNATURE_BYTES))
         request.inputs[contract.INPUT_BYTES].CopyFrom(tf.make_tensor_proto(list(batch), dtype=tf.string))
         log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
         serialized: bytes = log.SerializeToString()

@@ -96,7 +96,7 @@ def _fsync_dir(path: Path) -> None:
 
 def remove_stale_staging(model_dir: Path, *, older_than_s: float = 24 * 3600) -> list[Path]:
     """Delete staging directories left by killed exports (they were never visible as versions)."""
-    removed = []
+    removed: list[Path] = []
     if not model_dir.is_dir():
         return removed
     cutoff = time.time() - older_than_s

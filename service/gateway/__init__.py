@@ -1,0 +1,1 @@
+"""The gateway: HTTP and gRPC adapters over one core (validation → batching → upstream backend)."""
