@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv demo test lint typecheck unit bench clean
+.PHONY: help venv tools demo test lint typecheck unit bench clean
 
 help:
 	@echo "make demo   sample data -> train -> publish -> serve -> predict (embedded model server)"
@@ -36,7 +36,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# promtool for tests/deploy (Debian package; installed once, as root).
+tools:
+	bash scripts/install-tools.sh
+
+unit: $(STAMP) tools
 	$(BIN)/pytest
 
 test: lint typecheck unit
