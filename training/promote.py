@@ -1,0 +1,211 @@
+"""Move a version label (stable, canary) on a running model server without failing a request.
+
+TF Serving only lets a label point at a loaded version, so a move is: (1) serve {old, new} and wait until
+new is AVAILABLE, (2) point the label at new, (3) unload versions no label uses. Every step is an atomic
+config write followed by HandleReloadConfigRequest, so a promote killed at any point leaves a config the
+server accepts and that still serves the old label. Each finished move is appended to the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlserve.console import CommandError, Refused
+from tlserve.contract import list_versions
+from training import audit
+from training.modelconfig import (
+    ServedModel,
+    absolute_config,
+    config_path,
+    load_model,
+    read_repository_config,
+    save_model,
+    version_path,
+    write_config,
+)
+from training.modelservice import ModelServer, ServerError
+
+logger = logging.getLogger(__name__)
+
+STABLE = "stable"
+CANARY = "canary"
+_LOCK_FILE = ".promote.lock"
+
+
+@dataclass(frozen=True)
+class MoveOptions:
+    """How a move talks to the server. `server` None means offline: only models.config is rewritten."""
+
+    server: ModelServer | None = None
+    server_models_dir: Path | None = None  # models/ as the server sees it, when it runs elsewhere
+    load_timeout_s: float = 120.0
+    drain_s: float = 1.0  # grace before unloading the old version, for requests already routed to it
+    unload: bool = True
+
+
+@dataclass(frozen=True)
+class Move:
+    model: str
+    label: str
+    old_version: int | None
+    new_version: int
+    changed: bool = True
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def promotion_lock(models_dir: Path) -> Iterator[None]:
+    """One label move at a time per repository (a second promote waits, it does not interleave configs)."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with open(models_dir / _LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def move_label(
+    models_dir: Path,
+    name: str,
+    version: int,
+    *,
+    label: str = STABLE,
+    options: MoveOptions = MoveOptions(),
+    action: str = "promote",
+    reason: str = "",
+    metrics: Mapping[str, Any] | None = None,
+) -> Move:
+    """Point `label` of model `name` at `version` (two-step when a server is given) and audit the move."""
+    with promotion_lock(models_dir):
+        before = load_model(models_dir, name)
+        if not version_path(models_dir, before, version).is_dir():
+            raise CommandError(f"{name} has no version {version} under {models_dir}")
+        old = before.labels.get(label)
+        if old == version:
+            return Move(name, label, old, version, changed=False)
+        if options.server is None:
+            save_model(models_dir, _final(_with_label(before, label, version, models_dir)))
+        else:
+            _move_online(models_dir, before, label, version, options)
+        record = audit.AuditRecord(action, name, label, old, version, reason=reason, metrics=dict(metrics or {}))
+        audit.append_record(models_dir, record)
+        return Move(name, label, old, version, metrics=dict(metrics or {}))
+
+
+def _move_online(models_dir: Path, before: ServedModel, label: str, version: int, options: MoveOptions) -> None:
+    assert options.server is not None
+    original = read_repository_config(models_dir)
+    loading = before.with_versions(_served_versions(models_dir, before) | {version})
+    _apply(models_dir, loading, options)
+    try:
+        options.server.wait_available(before.name, version, timeout_s=options.load_timeout_s)
+    except (TimeoutError, ServerError) as exc:
+        _restore(models_dir, original, options)
+        raise Refused(f"{before.name} version {version} did not become AVAILABLE, {label} unchanged: {exc}") from exc
+    labelled = _with_label(loading, label, version, models_dir)
+    _apply(models_dir, labelled, options)
+    logger.info("%s: %s -> %s", before.name, label, version)
+    if options.unload:
+        time.sleep(options.drain_s)
+        _apply(models_dir, _final(labelled), options)
+
+
+def _with_label(model: ServedModel, label: str, version: int, models_dir: Path) -> ServedModel:
+    """The label moved; a canary that just became stable loses its canary label (it is no longer a trial)."""
+    moved = model.with_label(label, version)
+    if label == STABLE and moved.labels.get(CANARY) == version:
+        moved = moved.without_label(CANARY)
+    if not moved.versions:
+        moved = moved.with_versions(_served_versions(models_dir, model) | {version})
+    return moved
+
+
+def _final(model: ServedModel) -> ServedModel:
+    """Serve exactly the labelled versions (the newest one stays when nothing is labelled)."""
+    labelled = set(model.labels.values())
+    return model.with_versions(labelled or set(model.versions[-1:]))
+
+
+def _served_versions(models_dir: Path, model: ServedModel) -> set[int]:
+    """What the entry serves now: its specific versions, or the latest on disk under the default policy."""
+    if model.versions:
+        return set(model.versions) | set(model.labels.values())
+    on_disk = list_versions(version_path(models_dir, model, 0).parent)
+    return set(on_disk[-1:]) | set(model.labels.values())
+
+
+def _apply(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
+    """Write the config atomically, then ask the server to serve exactly it."""
+    config = save_model(models_dir, model)
+    _reload(models_dir, config, options)
+
+
+def _restore(models_dir: Path, original: Any, options: MoveOptions) -> None:
+    write_config(config_path(models_dir), original)
+    try:
+        _reload(models_dir, original, options)
+    except ServerError as exc:
+        logger.error("restored %s but the server did not reload it: %s", config_path(models_dir), exc)
+
+
+def _reload(models_dir: Path, config: Any, options: MoveOptions) -> None:
+    assert options.server is not None
+    root = options.server_models_dir or models_dir.resolve()
+    options.server.reload(absolute_config(config, root))
+
+
+def rollback_target(models_dir: Path, name: str, label: str = STABLE) -> tuple[int, int]:
+    """(current, previous) versions of `label` from the audit log; Refused when there is nothing to go back to."""
+    current = load_model(models_dir, name).labels.get(label)
+    if current is None:
+        raise CommandError(f"{name} has no {label!r} label to roll back")
+    stack = audit.label_stack(models_dir, name, label)
+    if stack and stack[-1] == current:
+        stack.pop()
+    previous = [version for version in stack if version != current]
+    if not previous:
+        raise Refused(f"no previous {label} version of {name} in {audit.audit_path(models_dir)}")
+    return current, previous[-1]
+
+
+def rollback(
+    models_dir: Path, name: str, *, label: str = STABLE, options: MoveOptions = MoveOptions(), reason: str = ""
+) -> Move:
+    """Put the previous `label` version back, in one command (the same two-step move underneath)."""
+    _current, previous = rollback_target(models_dir, name, label)
+    return move_label(
+        models_dir, name, previous, label=label, options=options, action="rollback", reason=reason or "rollback"
+    )
+
+
+def prune_versions(models_dir: Path, name: str, *, keep: int) -> list[int]:
+    """Delete old versions from disk, keeping the newest `keep`, every labelled or served version, and the
+    version a rollback would return to. Returns the deleted versions."""
+    with promotion_lock(models_dir):
+        model = load_model(models_dir, name)
+        base = version_path(models_dir, model, 0).parent
+        on_disk = list_versions(base)
+        protected = set(on_disk[-keep:] if keep > 0 else []) | set(model.labels.values()) | set(model.versions)
+        if not model.versions:
+            protected |= set(on_disk[-1:])  # the default policy serves the latest
+        protected |= set(audit.label_stack(models_dir, name, STABLE)[-2:])
+        doomed = [version for version in on_disk if version not in protected]
+        for version in doomed:
+            # Rename first: the version vanishes atomically for pollers, then the files go.
+            hidden = base / f".deleted-{version}-{time.time_ns()}"
+            (base / str(version)).rename(hidden)
+            shutil.rmtree(hidden, ignore_errors=True)
+        if doomed:
+            audit.append_record(
+                models_dir, audit.AuditRecord("prune", name, "", None, None, reason=f"deleted versions {doomed}")
+            )
+        return doomed
