@@ -1,0 +1,198 @@
+"""One training run: scan the data, phase 1 (frozen base → head), optional phase 2 (fine-tune), evaluate.
+
+Phase 1 without augmentation fits the head on base features computed once (the base is frozen, so its
+output per image never changes); with augmentation every epoch sees new pixels, so it runs end to end.
+Each phase checkpoints every epoch into the run directory, which is what `--resume` continues from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import ConfigError, TrainConfig
+from training.model import Classifier, build_classifier, unfreeze_top
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the model, its held-out metrics and where its artefacts are."""
+
+    config: TrainConfig
+    classes: list[str]
+    classifier: Classifier
+    metrics: dict[str, Any]  # test split: accuracy, per-class P/R/F1, confusion matrix
+    val_accuracy: float | None
+    run_dir: Path
+    data_fingerprint: str
+    test_paths: list[Path]
+    skipped: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Run both phases and evaluate on the test split; publishing is the caller's choice."""
+    import keras
+
+    started = time.monotonic()
+    scan = scan_data(config, progress=progress)
+    splits = {name: [r for r in scan.records if r.split == name] for name in SPLITS}
+    if not splits["train"]:
+        raise ConfigError(f"{config.data}: no usable training images")
+    run_dir = prepare_run_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    with precision_policy(config.mixed_precision), distribution_scope():
+        classifier = build_classifier(config, len(scan.classes))
+        run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
+    metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
+    return TrainResult(
+        config=config,
+        classes=list(scan.classes),
+        classifier=classifier,
+        metrics=metrics,
+        val_accuracy=val_accuracy,
+        run_dir=run_dir,
+        data_fingerprint=scan.fingerprint,
+        test_paths=[Path(r.path) for r in splits["test"] if not r.needs_conversion],
+        skipped=skipped_by_reason(scan),
+        duration_s=time.monotonic() - started,
+    )
+
+
+def scan_data(config: TrainConfig, *, progress: bool) -> Any:
+    """The data engineer's scan, with its skipped files reported in one line."""
+    from training.data import DatasetError, scan_dataset
+
+    root = Path(config.data)
+    if not root.is_dir():
+        raise ConfigError(f"dataset folder not found: {root}")
+    try:
+        scan = scan_dataset(
+            root, val_fraction=config.val_fraction, test_fraction=config.test_fraction, progress=progress
+        )
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(scan.classes) < 2:
+        raise ConfigError(f"{root}: need at least 2 class folders, found {len(scan.classes)}")
+    skipped = skipped_by_reason(scan)
+    if skipped:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        logger.warning("skipped %d unusable files (%s); see `tlserve data check`", sum(skipped.values()), reasons)
+    return scan
+
+
+def skipped_by_reason(scan: Any) -> dict[str, int]:
+    counts: dict[str, int] = scan.bad_reasons()
+    return counts
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    """A new run directory, or with --resume the newest existing one of this model name."""
+    parent = Path(config.runs_dir) / (config.name or "model")
+    if config.resume:
+        runs = sorted(p for p in parent.glob("*") if (p / "config.json").is_file()) if parent.is_dir() else []
+        if not runs:
+            raise ConfigError(f"--resume: no earlier run under {parent}")
+        logger.info("resuming %s", runs[-1])
+        return runs[-1]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    run_dir = parent / stamp
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return run_dir
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool) -> Iterator[None]:
+    """mixed_float16 for this run only (the policy is process-global in Keras)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
+def distribution_scope() -> Iterator[None]:
+    """MirroredStrategy when several GPUs are visible; the default (no-op) strategy otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if len(gpus) > 1:
+        logger.info("MirroredStrategy over %d GPUs", len(gpus))
+    with strategy.scope():
+        yield
+
+
+def run_phases(
+    classifier: Classifier,
+    config: TrainConfig,
+    splits: dict[str, list[Any]],
+    classes: Sequence[str],
+    run_dir: Path,
+    *,
+    progress: bool,
+) -> None:
+    """Phase 1 on cached features or end to end; then phase 2 if asked."""
+    from training.phases import fine_tune, fit_head_end_to_end, fit_head_on_features
+
+    class_weight = class_weights_for(splits["train"], len(classes), config.class_weights)
+    if config.epochs > 0:
+        if config.feature_cache and not config.augment:
+            fit_head_on_features(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
+        else:
+            fit_head_end_to_end(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
+    if config.fine_tune_epochs > 0:
+        unfrozen = unfreeze_top(classifier.base, config.fine_tune_from, config.base)
+        logger.info("phase 2: fine-tuning %d layers of %s", unfrozen, config.base)
+        fine_tune(classifier, config, splits, run_dir / "phase2", class_weight, progress=progress)
+
+
+def class_weights_for(records: Sequence[Any], num_classes: int, mode: str) -> dict[int, float] | None:
+    """Inverse-frequency weights (balanced: n / (C * n_c)); exactly 1.0 each on balanced data."""
+    if mode == "none":
+        return None
+    counts = np.bincount([int(r.label) for r in records], minlength=num_classes)
+    total = counts.sum()
+    return {index: float(total / (num_classes * count)) if count else 1.0 for index, count in enumerate(counts)}
+
+
+def evaluate_run(
+    classifier: Classifier, config: TrainConfig, splits: dict[str, list[Any]], classes: Sequence[str], run_dir: Path
+) -> tuple[dict[str, Any], float | None]:
+    """Test-split metrics and reports into the run dir, and the validation accuracy (what a sweep ranks by)."""
+    from training.evaluate import classification_metrics, read_history, write_reports
+    from training.features import labels_of, pixel_dataset
+
+    val_accuracy = None
+    if splits["val"]:
+        dataset = pixel_dataset(splits["val"], config, len(classes), shuffle=False)
+        predicted = classifier.model.predict(dataset, verbose=0).argmax(axis=1)
+        val_accuracy = float((predicted == labels_of(dataset)).mean())
+    if not splits["test"]:
+        logger.warning("the test split is empty; no held-out metrics")
+        return {}, val_accuracy
+    dataset = pixel_dataset(splits["test"], config, len(classes), shuffle=False)
+    probabilities = classifier.model.predict(dataset, verbose=0)
+    metrics = classification_metrics(labels_of(dataset), probabilities, classes)
+    metrics["val_accuracy"] = val_accuracy
+    write_reports(run_dir, metrics, history=read_history(run_dir), title=f"{config.name or 'model'} ({config.base})")
+    return metrics, val_accuracy
