@@ -1,0 +1,143 @@
+"""`tlserve sweep`: train every combination of the values in a config file's `[sweep]` table and compare them.
+
+Each run is a normal training run (own run directory, reports, an exported but unpublished SavedModel);
+the comparison is sorted by validation accuracy, never by test accuracy, so the test split stays a holdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tlserve.console import EXIT_OK
+from training.config import ConfigError, TrainConfig, build_config, load_toml, normalize_keys
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("rank", "run", "val_accuracy", "test_accuracy", "test_macro_f1", "duration_s")
+
+
+def grid(sweep_table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the table's values (a scalar counts as a one-value list), in file order."""
+    table = normalize_keys(sweep_table, source="[sweep]")
+    keys = list(table)
+    values = [value if isinstance(value, list) else [value] for value in table.values()]
+    if any(not options for options in values):
+        raise ConfigError("[sweep]: every key needs at least one value")
+    return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
+
+
+def sweep_configs(file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> list[TrainConfig]:
+    """One validated config per grid point (all are checked before the first run starts)."""
+    base_values = {key: value for key, value in file_values.items() if key != "sweep"}
+    table = file_values.get("sweep")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
+    configs = [build_config({**base_values, **point}, overrides, source=source) for point in grid(table)]
+    if any(config.resume for config in configs):
+        raise ConfigError("--resume is not supported in a sweep")
+    return configs
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Run the grid, print and write the comparison, optionally publish the winner."""
+    file_values: dict[str, Any] = {}
+    if os.environ.get("TLSERVE_MODELS_DIR"):
+        file_values["models_dir"] = os.environ["TLSERVE_MODELS_DIR"]
+    file_values.update(load_toml(args.config))
+    overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
+    configs = sweep_configs(file_values, overrides, str(args.config))
+    first = configs[0]
+    if not first.data or not first.name:
+        raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
+    rows = run_grid(configs, sweep_dir, progress=not first.json)
+    write_tables(rows, sweep_dir)
+    published = None
+    if args.publish_best and rows:
+        from training.publish import publish_exported
+
+        published = publish_exported(Path(rows[0]["export_dir"]), Path(first.models_dir), first.name)
+    if first.json:
+        print(json.dumps({"runs": rows, "sweep_dir": str(sweep_dir), "published_version": published}, indent=2))
+    else:
+        print(markdown_table(rows))
+        print(f"sweep results: {sweep_dir}/sweep.md, sweep.csv")
+        if published is not None:
+            print(f"published {first.name} version {published} (run {rows[0]['run']})")
+    return EXIT_OK
+
+
+def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool) -> list[dict[str, Any]]:
+    """Train and export every config; rows sorted by validation accuracy, best first."""
+    import keras
+
+    from training.publish import export_run
+    from training.train import train
+
+    varying = {key for key in TrainConfig.__dataclass_fields__ if len({str(getattr(c, key)) for c in configs}) > 1}
+    rows = []
+    for index, config in enumerate(configs):
+        logger.info("sweep run %d/%d", index + 1, len(configs))
+        run_config = dataclasses.replace(config, runs_dir=str(sweep_dir))
+        result = train(run_config, progress=progress)
+        export_dir = result.run_dir / "export"
+        export_dir.mkdir()
+        export_run(result, export_dir)
+        rows.append(_row(index, config, result, export_dir, varying))
+        keras.backend.clear_session()  # free the finished run's graph before the next one
+    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), row["duration_s"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+    return rows
+
+
+def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying: set[str]) -> dict[str, Any]:
+    """One line of the comparison; `config` holds only the keys the grid varies."""
+    return {
+        "run": f"run{index + 1:02d}",
+        "val_accuracy": result.val_accuracy,
+        "test_accuracy": result.metrics.get("accuracy"),
+        "test_macro_f1": result.metrics.get("macro_f1"),
+        "duration_s": round(result.duration_s, 1),
+        "config": {key: value for key, value in config.to_dict().items() if key in varying},
+        "run_dir": str(result.run_dir),
+        "export_dir": str(export_dir),
+    }
+
+
+def write_tables(rows: Sequence[Mapping[str, Any]], sweep_dir: Path) -> None:
+    """sweep.json (everything), sweep.csv (one column per config key) and sweep.md."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.json").write_text(json.dumps(list(rows), indent=2) + "\n", encoding="utf-8")
+    config_keys = sorted({key for row in rows for key in row["config"]})
+    with open(sweep_dir / "sweep.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*COLUMNS, *config_keys, "run_dir"])
+        for row in rows:
+            config = row["config"]
+            writer.writerow([*(row[c] for c in COLUMNS), *(config.get(k, "") for k in config_keys), row["run_dir"]])
+    (sweep_dir / "sweep.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| rank | run | val acc | test acc | test macro F1 | s | config |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        config = ", ".join(f"{key}={value}" for key, value in sorted(row["config"].items()))
+        numbers = (_number(row["val_accuracy"]), _number(row["test_accuracy"]), _number(row["test_macro_f1"]))
+        lines.append(f"| {row['rank']} | {row['run']} | {' | '.join(numbers)} | {row['duration_s']} | {config} |")
+    return "\n".join(lines)
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
