@@ -138,13 +138,14 @@ def to_png_bytes(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _damage(header: Header, data: bytes) -> str:
+def _truncation(header: Header, data: bytes) -> str | None:
+    """ "truncated JPEG/PNG" when the end marker is missing (then PIL's half-read must not rescue the file)."""
     tail = data.rstrip(b"\x00")[-16:]
     if header.format == "JPEG" and not tail.endswith(b"\xff\xd9"):
         return "truncated JPEG"
     if header.format == "PNG" and b"IEND" not in tail:
         return "truncated PNG"
-    return f"corrupt {header.format}"
+    return None
 
 
 def inspect_image(data: bytes, suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verdict:
@@ -164,8 +165,11 @@ def inspect_image(data: bytes, suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS
     oddities = describe_oddities(header, data, suffix)
     if tf_error is None:
         return Verdict(oddities=tuple(oddities))
-    if pil_decodes(data):  # PIL refuses truncated files too (LOAD_TRUNCATED_IMAGES stays False)
+    logger.debug("TensorFlow cannot decode a %s: %s", header.format, tf_error)
+    truncated = _truncation(header, data)
+    if truncated is not None:
+        return Verdict(problem=truncated)
+    if pil_decodes(data):
         reason = "TensorFlow cannot decode" if header.format in TF_FORMATS else "format TensorFlow cannot decode"
         return Verdict(oddities=(*oddities, f"{header.format}: {reason} (converted with PIL)"), needs_conversion=True)
-    logger.debug("TensorFlow cannot decode a %s: %s", header.format, tf_error)
-    return Verdict(problem=_damage(header, data))
+    return Verdict(problem=f"corrupt {header.format}")

@@ -186,7 +186,7 @@ def scan_dataset(
     usable = [item for item in checked if item.verdict.usable]
     scan = _build(Path(root), layout, checked, _assign(layout, usable, val_fraction, test_fraction))
     logger.info(
-        "%s: %d usable images in %d classes, %d skipped, %d converted, %d ignored",
+        "%s: %d usable images in %d classes, %d skipped, %d odd, %d ignored",
         root,
         len(scan.records),
         len(scan.classes),

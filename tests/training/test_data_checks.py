@@ -1,0 +1,219 @@
+"""`scan_dataset` / `tlserve data check` on a dataset holding every kind of bad and odd file."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import encode_image
+from tlserve import cli
+from training.data import DatasetError, scan_dataset
+from training.data.checks import inspect_image
+
+RNG = np.random.default_rng(7)
+PIXELS = RNG.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+
+
+def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width×height but holds (almost) no pixel data: a decompression bomb's shape."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def _png16_rgb() -> bytes:
+    import tensorflow as tf
+
+    return tf.io.encode_png(tf.constant(PIXELS.astype(np.uint16) * 257)).numpy()
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.fromarray(PIXELS).convert("P"), Image.fromarray(PIXELS[::-1]).convert("P")]
+    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
+def bad_files() -> dict[str, tuple[bytes, str]]:
+    """rel_path → (bytes, the reason the report must give) for every unusable kind."""
+    jpeg = encode_image(PIXELS, "JPEG")
+    return {
+        "cat/empty.jpg": (b"", "0-byte"),
+        "cat/truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG"),
+        "dog/notes-renamed.jpg": (b"these are my notes, not a photo\n" * 4, "not an image"),
+        "dog/truncated.png": (encode_image(PIXELS)[:-30], "truncated PNG"),
+        "dog/bomb.png": (_png_header_only(30_000, 30_000), "absurd dimensions"),
+        "cat/huge.png": (_png_header_only(9_000, 7_000), "absurd dimensions (9000x7000 = 63 MP)"),
+    }
+
+
+def odd_files() -> dict[str, tuple[bytes, str]]:
+    """rel_path → (bytes, the oddity the report must name) for every usable-but-odd kind."""
+    image = Image.fromarray(PIXELS)
+    return {
+        "cat/cmyk.jpg": (_save(image.convert("CMYK"), "JPEG"), "CMYK"),
+        "cat/gray.jpg": (_save(image.convert("L"), "JPEG"), "grayscale"),
+        "dog/alpha.png": (_save(image.convert("RGBA"), "PNG"), "alpha channel"),
+        "dog/palette.png": (_save(image.convert("P"), "PNG"), "palette"),
+        "cat/animated.gif": (_animated_gif(), "animated GIF (first frame used)"),
+        "dog/deep.png": (_png16_rgb(), "16-bit PNG"),
+        "dog/gray16.png": (_save(Image.fromarray(PIXELS[..., 0].astype(np.uint16) * 257), "PNG"), "16-bit PNG"),
+        "cat/scan.tiff": (_save(image, "TIFF"), "TIFF: format TensorFlow cannot decode (converted with PIL)"),
+        "dog/png-named.jpg": (encode_image(PIXELS), "PNG data in a .jpg file"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    """`tlserve ...` in-process with only the data commands registered (other groups may be mid-edit)."""
+    saved = cli.COMMAND_MODULES
+    cli.COMMAND_MODULES = ("training.cli_data",)
+    try:
+        return cli.main(argv)
+    finally:
+        cli.COMMAND_MODULES = saved
+
+
+def _write(root: Path, files: dict[str, bytes]) -> None:
+    for rel_path, data in files.items():
+        (root / rel_path).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel_path).write_bytes(data)
+
+
+@pytest.fixture(scope="module")
+def dirty_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dirty")
+    good = {
+        f"{label}/good{i}.png": encode_image(PIXELS[:, :, ::-1] // (i + 1) + offset)
+        for offset, label in enumerate(("cat", "dog"))
+        for i in range(3)
+    }
+    extras = {"cat/.DS_Store": b"junk", "dog/README.txt": b"not an image", ".hidden/x.png": encode_image(PIXELS)}
+    _write(root, good | extras | {k: v for k, (v, _) in (bad_files() | odd_files()).items()})
+    return root
+
+
+@pytest.fixture(scope="module")
+def dirty_scan(dirty_dataset: Path):
+    return scan_dataset(dirty_dataset, progress=False)
+
+
+def test_report_names_every_bad_file_with_its_reason(dirty_scan) -> None:
+    reported = {bad.rel_path: bad.reason for bad in dirty_scan.bad}
+    assert set(reported) == set(bad_files())
+    for rel_path, (_, reason) in bad_files().items():
+        assert reported[rel_path].startswith(reason), rel_path
+
+
+def test_distinct_files_are_not_reported_as_duplicates(dirty_scan) -> None:
+    assert dirty_scan.duplicates == []
+
+
+def test_report_names_every_odd_file_and_keeps_it(dirty_scan) -> None:
+    odd = dict(dirty_scan.odd)
+    usable = {record.rel_path for record in dirty_scan.records}
+    for rel_path, (_, oddity) in odd_files().items():
+        assert oddity in odd[rel_path], rel_path
+        assert rel_path in usable
+    assert all(rel_path.endswith("good0.png") is False for rel_path in odd)
+
+
+def test_only_files_tensorflow_cannot_decode_need_conversion(dirty_scan) -> None:
+    converted = {record.rel_path for record in dirty_scan.records if record.needs_conversion}
+    assert converted == {"cat/scan.tiff"}
+
+
+def test_hidden_and_non_image_files_are_ignored_and_counted(dirty_scan) -> None:
+    assert dirty_scan.ignored == 2  # .DS_Store and README.txt; hidden folders beside the classes are not the dataset
+    assert dirty_scan.classes == ["cat", "dog"]
+    assert sum(dirty_scan.counts().values()) == 6 + len(odd_files())
+
+
+def test_pil_half_readable_truncated_jpeg_is_unusable() -> None:
+    jpeg = encode_image(np.random.default_rng(1).integers(0, 256, (256, 256, 3), dtype=np.uint8), "JPEG")
+    truncated = jpeg[: int(len(jpeg) * 0.8)]
+    with Image.open(io.BytesIO(truncated)) as image:  # the header still parses: a naive open() check passes
+        assert image.size == (256, 256)
+    assert inspect_image(truncated, ".jpg").problem == "truncated JPEG"
+
+
+def test_max_pixels_limit_is_checked_from_the_header() -> None:
+    verdict = inspect_image(encode_image(PIXELS), ".png", max_pixels=1000)
+    assert verdict.problem == "absurd dimensions (48x40 = 0 MP)"
+
+
+def test_bad_reasons_group_reasons_for_a_one_line_summary(dirty_scan) -> None:
+    assert dirty_scan.bad_reasons() == {
+        "absurd dimensions": 2,
+        "0-byte": 1,
+        "truncated JPEG": 1,
+        "not an image": 1,
+        "truncated PNG": 1,
+    }
+
+
+def test_data_check_prints_counts_and_every_bad_file(dirty_dataset: Path, capsys) -> None:
+    assert main(["data", "check", str(dirty_dataset)]) == 0
+    out = capsys.readouterr().out
+    assert "cat" in out
+    assert "total" in out
+    for rel_path, (_, reason) in bad_files().items():
+        assert any(rel_path in line and reason.split(" (")[0] in line for line in out.splitlines()), rel_path
+    for rel_path in odd_files():
+        assert rel_path in out
+
+
+def test_data_check_json_is_machine_readable(dirty_dataset: Path, capsys) -> None:
+    assert main(["data", "check", str(dirty_dataset), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["classes"] == ["cat", "dog"]
+    assert {item["path"] for item in report["bad"]} == set(bad_files())
+    assert sum(sum(counts.values()) for counts in report["counts"].values()) == report["usable"]
+    assert report["ignored"] == 2
+
+
+def test_quarantine_moves_unusable_files_keeping_relative_paths(dirty_dataset: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    dataset = tmp_path / "data"
+    shutil.copytree(dirty_dataset, dataset)
+    quarantine = tmp_path / "quarantine"
+    assert main(["data", "check", str(dataset), "--quarantine", str(quarantine), "--json"]) == 0
+    for rel_path, (data, _) in bad_files().items():
+        assert not (dataset / rel_path).exists()
+        assert (quarantine / rel_path).read_bytes() == data  # moved, not deleted or rewritten
+    assert len(json.loads(capsys.readouterr().out)["quarantined"]) == len(bad_files())
+    assert scan_dataset(dataset, progress=False).bad == []
+
+
+def test_quarantine_inside_the_dataset_is_refused(dirty_dataset: Path, capsys) -> None:
+    assert main(["data", "check", str(dirty_dataset), "--quarantine", str(dirty_dataset / "bad")]) == 2
+    assert "inside the dataset" in capsys.readouterr().err
+
+
+def test_missing_folder_exits_2_with_one_line_reason(tmp_path: Path, capsys) -> None:
+    assert main(["data", "check", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_folder_without_class_folders_exits_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "loose.png").write_bytes(encode_image(PIXELS))
+    assert main(["data", "check", str(tmp_path)]) == 2
+    assert "no class sub-folders" in capsys.readouterr().err
+    with pytest.raises(DatasetError):
+        scan_dataset(tmp_path, progress=False)
