@@ -1,0 +1,141 @@
+"""Training runs on tiny generated data: skew-free export, reproducibility, feature cache ≡ end to end, resume."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlserve import contract
+from training.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.sample import SampleSpec, write_sample
+
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    write_sample(root, SampleSpec(classes=3, per_class=12, size=40, seed=1))
+    return root
+
+
+def tiny_config(dataset: Path, runs_dir: Path, **changes: object) -> TrainConfig:
+    values: dict[str, object] = dict(
+        data=str(dataset),
+        name="tiny",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        dense_units=16,
+        runs_dir=str(runs_dir),
+        seed=7,
+    )
+    values.update(changes)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def cached_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
+    from training.train import train
+
+    return train(tiny_config(dataset, tmp_path_factory.mktemp("runs")), progress=False)
+
+
+def head_weights(result) -> list[np.ndarray]:
+    return [np.asarray(w) for w in result.classifier.head.get_weights()]
+
+
+def test_same_seed_gives_the_same_model(cached_run, dataset: Path, tmp_path: Path) -> None:
+    from training.train import train
+
+    again = train(tiny_config(dataset, tmp_path), progress=False)
+    for first, second in zip(head_weights(cached_run), head_weights(again), strict=True):
+        np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
+
+
+def test_feature_cache_and_end_to_end_learn_the_same_head(cached_run, dataset: Path, tmp_path: Path) -> None:
+    from training.train import train
+
+    end_to_end = train(tiny_config(dataset, tmp_path, feature_cache=False), progress=False)
+    initial = train(tiny_config(dataset, tmp_path, epochs=0), progress=False)
+    for cached, direct, start in zip(
+        head_weights(cached_run), head_weights(end_to_end), head_weights(initial), strict=True
+    ):
+        assert not np.allclose(cached, start), "phase 1 must have changed the head"
+        np.testing.assert_allclose(cached, direct, rtol=1e-4, atol=1e-5)
+
+
+def test_exported_version_matches_the_in_process_model_on_the_same_files(cached_run, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from training.data import scan_dataset
+    from training.features import pixel_dataset
+    from training.publish import export_run
+
+    export_run(cached_run, tmp_path / "1")
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    records = scan_dataset(Path(cached_run.config.data), progress=False).records[:10]
+    pixels = np.concatenate([x.numpy() for x, _ in pixel_dataset(records, cached_run.config, 3, shuffle=False)])
+    in_process = cached_run.classifier.model(pixels, training=False).numpy()
+    served = loaded.signatures[contract.SIGNATURE_BYTES](
+        image_bytes=tf.constant([record.path.read_bytes() for record in records])
+    )[contract.OUTPUT_PROBABILITIES].numpy()
+    assert np.abs(served - in_process).max() <= 1e-6
+
+
+def test_run_writes_checkpoint_history_tensorboard_and_reports(cached_run) -> None:
+    run_dir = cached_run.run_dir
+    assert (run_dir / "phase1" / "checkpoint").is_dir()
+    assert any((run_dir / "phase1" / "tensorboard").rglob("events.out.tfevents*"))
+    for name in ("report.md", "metrics.json", "confusion_matrix.json", "confusion_matrix.png", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert cached_run.metrics["examples"] == len(cached_run.test_paths) > 0
+
+
+def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    from training.train import train
+
+    train(tiny_config(dataset, tmp_path, epochs=1), progress=False)
+    resumed = train(tiny_config(dataset, tmp_path, epochs=3, resume=True), progress=False)
+    run_dirs = [p for p in (tmp_path / "tiny").iterdir() if p.is_dir()]
+    assert run_dirs == [resumed.run_dir], "--resume must reuse the interrupted run's directory"
+    with open(resumed.run_dir / "phase1" / "history.csv", newline="") as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2], "the resumed run continues at epoch 2, not from scratch"
+    steps_per_epoch = -(-sum(1 for r in _train_records(dataset)) // 8)
+    assert int(resumed.classifier.head.optimizer.iterations.numpy()) == 3 * steps_per_epoch
+
+
+def _train_records(dataset: Path):
+    from training.data import scan_dataset
+
+    return scan_dataset(dataset, progress=False).split("train")
+
+
+def test_resume_without_an_earlier_run_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
+    from training.config import ConfigError
+    from training.train import train
+
+    with pytest.raises(ConfigError, match="no earlier run"):
+        train(tiny_config(dataset, tmp_path, resume=True), progress=False)
+
+
+def test_dataset_with_bad_files_trains_to_completion_and_reports_them(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.train import train
+
+    dirty = tmp_path / "dirty"
+    shutil.copytree(dataset, dirty)
+    (dirty / "circle" / "empty.jpg").write_bytes(b"")
+    (dirty / "square" / "text.jpg").write_bytes(b"this is not an image")
+    good = next((dirty / "triangle").glob("*.png")).read_bytes()
+    (dirty / "triangle" / "truncated.png").write_bytes(good[: len(good) // 2])
+    result = train(tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
+    assert sum(result.skipped.values()) == 3
+    assert result.metrics["examples"] > 0
