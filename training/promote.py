@@ -105,10 +105,13 @@ def _move_online(models_dir: Path, before: ServedModel, label: str, version: int
     assert options.server is not None
     original = read_repository_config(models_dir)
     loading = before.with_versions(_served_versions(models_dir, before) | {version})
-    _apply(models_dir, loading, options)
     try:
+        _apply(models_dir, loading, options)
         options.server.wait_available(before.name, version, timeout_s=options.load_timeout_s)
-    except (TimeoutError, ServerError) as exc:
+    except ServerError:
+        _restore(models_dir, original, options)
+        raise
+    except TimeoutError as exc:
         _restore(models_dir, original, options)
         raise Refused(f"{before.name} version {version} did not become AVAILABLE, {label} unchanged: {exc}") from exc
     labelled = _with_label(loading, label, version, models_dir)
@@ -209,3 +212,21 @@ def prune_versions(models_dir: Path, name: str, *, keep: int) -> list[int]:
                 models_dir, audit.AuditRecord("prune", name, "", None, None, reason=f"deleted versions {doomed}")
             )
         return doomed
+
+
+def drop_label(
+    models_dir: Path, name: str, label: str, *, options: MoveOptions = MoveOptions(), reason: str = ""
+) -> int | None:
+    """Remove `label` (e.g. a refused canary) and stop serving versions nothing else uses; returns its version."""
+    with promotion_lock(models_dir):
+        before = load_model(models_dir, name)
+        old = before.labels.get(label)
+        if old is None:
+            return None
+        after = _final(before.without_label(label))
+        if options.server is None:
+            save_model(models_dir, after)
+        else:
+            _apply(models_dir, after, options)
+        audit.append_record(models_dir, audit.AuditRecord("unlabel", name, label, old, None, reason=reason))
+        return old

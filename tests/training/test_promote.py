@@ -1,0 +1,186 @@
+"""Two-step label moves against a fake ModelService that enforces TF Serving's label rule; rollback; retention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.training.promote_fakes import FakeModelService, start_fake
+from tlserve.console import CommandError, Refused
+from training import audit, modelconfig
+from training.modelconfig import ServedModel
+from training.modelservice import ModelServer, ServerError
+from training.promote import MoveOptions, move_label, prune_versions, rollback
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    for version in (1, 2, 3):
+        (models / "demo" / str(version)).mkdir(parents=True)
+    modelconfig.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    return models
+
+
+def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeModelService, ModelServer, object]:
+    fake = FakeModelService(models_dir, never_load)
+    fake.boot(modelconfig.absolute_config(modelconfig.read_repository_config(models_dir), models_dir))
+    grpc_server, target = start_fake(fake)
+    return fake, ModelServer(target, rpc_timeout_s=5), grpc_server
+
+
+@pytest.fixture
+def served(models_dir: Path) -> Iterator[tuple[FakeModelService, MoveOptions]]:
+    fake, client, grpc_server = boot(models_dir)
+    yield fake, MoveOptions(server=client, drain_s=0)
+    client.close()
+    grpc_server.stop(None)
+
+
+def test_fake_refuses_a_one_step_label_move_like_tf_serving(models_dir: Path, served) -> None:
+    fake, options = served
+    one_step = modelconfig.put_model(
+        modelconfig.read_config(models_dir / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
+    )
+    with pytest.raises(ServerError, match="not AVAILABLE"):
+        options.server.reload(modelconfig.absolute_config(one_step, models_dir))
+    assert fake.last_labels("demo") == {"stable": 1}
+
+
+def test_promote_loads_new_version_before_moving_label_then_unloads_old(models_dir: Path, served) -> None:
+    fake, options = served
+
+    move = move_label(models_dir, "demo", 2, options=options, reason="better")
+
+    assert (move.old_version, move.new_version, move.changed) == (1, 2, True)
+    steps = [modelconfig.get_model(config, "demo") for config in fake.accepted[1:]]
+    assert [(step.versions, dict(step.labels)) for step in steps] == [
+        ((1, 2), {"stable": 1}),
+        ((1, 2), {"stable": 2}),
+        ((2,), {"stable": 2}),
+    ]
+    assert fake.rejected == []
+    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
+
+
+def test_promote_sends_absolute_base_paths_but_keeps_the_file_relative(models_dir: Path, served) -> None:
+    fake, options = served
+    move_label(models_dir, "demo", 2, options=options)
+
+    assert fake.accepted[-1].model_config_list.config[0].base_path == str(models_dir.resolve() / "demo")
+    assert modelconfig.load_model(models_dir, "demo").base_path == "demo"
+
+
+def test_promote_is_audited_with_who_old_new_reason_and_metrics(models_dir: Path, served) -> None:
+    _fake, options = served
+    move_label(models_dir, "demo", 2, options=options, reason="nightly", metrics={"accuracy": 0.9})
+
+    [record] = audit.read_records(models_dir, "demo")
+    assert (record.action, record.label, record.old_version, record.new_version) == ("promote", "stable", 1, 2)
+    assert record.reason == "nightly"
+    assert record.metrics == {"accuracy": 0.9}
+    assert "@" in record.who
+    assert record.when.endswith("+00:00")
+
+
+def test_promote_to_the_current_version_changes_nothing(models_dir: Path, served) -> None:
+    fake, options = served
+    move = move_label(models_dir, "demo", 1, options=options)
+
+    assert move.changed is False
+    assert len(fake.accepted) == 1
+    assert audit.read_records(models_dir) == []
+
+
+def test_promote_of_a_missing_version_is_a_usage_error(models_dir: Path, served) -> None:
+    _fake, options = served
+    with pytest.raises(CommandError, match="no version 9"):
+        move_label(models_dir, "demo", 9, options=options)
+
+
+def test_promote_refuses_and_restores_config_when_new_version_never_loads(models_dir: Path) -> None:
+    before = (models_dir / "models.config").read_text()
+    fake, client, grpc_server = boot(models_dir, never_load={2})
+    try:
+        options = MoveOptions(server=client, load_timeout_s=0.3, drain_s=0)
+        with pytest.raises(Refused, match="did not become AVAILABLE, stable unchanged"):
+            move_label(models_dir, "demo", 2, options=options)
+    finally:
+        client.close()
+        grpc_server.stop(None)
+
+    assert (models_dir / "models.config").read_text() == before
+    assert modelconfig.get_model(fake.accepted[-1], "demo").versions == (1,)
+    assert fake.last_labels("demo") == {"stable": 1}
+    assert audit.read_records(models_dir) == []
+
+
+def test_unreachable_server_is_a_one_line_error_and_config_is_restored(models_dir: Path) -> None:
+    before = (models_dir / "models.config").read_text()
+    with (
+        ModelServer("127.0.0.1:1", rpc_timeout_s=0.5) as client,
+        pytest.raises(ServerError, match=r"reload config on model server 127\.0\.0\.1:1 failed: UNAVAILABLE"),
+    ):
+        move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))
+    assert (models_dir / "models.config").read_text() == before
+
+
+def test_canary_label_moves_without_touching_stable(models_dir: Path, served) -> None:
+    fake, options = served
+    move_label(models_dir, "demo", 3, label="canary", options=options)
+
+    assert fake.last_labels("demo") == {"stable": 1, "canary": 3}
+    assert modelconfig.load_model(models_dir, "demo").versions == (1, 3)
+
+
+def test_promoting_the_canary_to_stable_drops_the_canary_label(models_dir: Path, served) -> None:
+    fake, options = served
+    move_label(models_dir, "demo", 3, label="canary", options=options)
+    move_label(models_dir, "demo", 3, options=options)
+
+    assert fake.last_labels("demo") == {"stable": 3}
+    assert modelconfig.load_model(models_dir, "demo").versions == (3,)
+
+
+def test_offline_promote_only_rewrites_the_config(models_dir: Path) -> None:
+    move = move_label(models_dir, "demo", 3)
+
+    assert move.new_version == 3
+    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (3,), {"stable": 3})
+    assert [record.new_version for record in audit.read_records(models_dir)] == [3]
+
+
+def test_rollback_restores_the_previous_stable_and_walks_back_further(models_dir: Path, served) -> None:
+    fake, options = served
+    move_label(models_dir, "demo", 2, options=options)
+    move_label(models_dir, "demo", 3, options=options)
+
+    first = rollback(models_dir, "demo", options=options)
+    assert (first.old_version, first.new_version) == (3, 2)
+    assert fake.last_labels("demo") == {"stable": 2}
+
+    second = rollback(models_dir, "demo", options=options)
+    assert (second.old_version, second.new_version) == (2, 1)
+    assert fake.last_labels("demo") == {"stable": 1}
+    assert [record.action for record in audit.read_records(models_dir)] == ["promote"] * 2 + ["rollback"] * 2
+
+
+def test_rollback_without_history_is_refused(models_dir: Path) -> None:
+    with pytest.raises(Refused, match="no previous stable version of demo"):
+        rollback(models_dir, "demo")
+
+
+def test_retention_never_deletes_labelled_versions_nor_the_rollback_target(models_dir: Path) -> None:
+    for version in (4, 5, 6):
+        (models_dir / "demo" / str(version)).mkdir()
+    move_label(models_dir, "demo", 2)
+    move_label(models_dir, "demo", 3, label="canary")
+    move_label(models_dir, "demo", 4)  # stable 4; rollback would go to 2
+
+    deleted = prune_versions(models_dir, "demo", keep=1)
+
+    assert deleted == [1, 5]
+    assert sorted(int(path.name) for path in (models_dir / "demo").iterdir()) == [2, 3, 4, 6]
+    assert modelconfig.load_model(models_dir, "demo").labels == {"stable": 4, "canary": 3}

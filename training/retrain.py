@@ -1,0 +1,214 @@
+"""`tlserve retrain`: warm-start from stable, publish the candidate as canary, gate it against stable, promote or not.
+
+Warm start restores the stable version's own variables (object-based, from its SavedModel's `variables/`)
+into a classifier built with stable's recorded training config, so no side files are needed. Candidate and
+stable are then scored by their exported `serving_default` on the grown dataset's test split; the path-hash
+split keeps every old test image in that split as data is added, so stable never sees its holdout in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tlserve import contract
+from tlserve.console import EXIT_OK, CommandError
+from training import gates, modelconfig
+from training.gates import GateResult, GateThresholds, Metrics
+from training.inventory import read_metadata
+
+logger = logging.getLogger(__name__)
+
+# Keys of stable's recorded config that describe the *run*, not the model; the retrain sets its own.
+_RUN_KEYS = {"data", "name", "models_dir", "resume", "json", "weights"}
+
+
+def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
+    from training.config import add_config_arguments
+
+    parser.add_argument("data", type=Path, help="the grown dataset folder (one sub-folder per class)")
+    parser.add_argument("--name", required=True, help="model to retrain (its stable version is the starting point)")
+    parser.add_argument("--promote-if-better", action="store_true", help="promote to stable when every gate passes")
+    parser.add_argument("--reason", default="retrain", help="recorded in the audit log")
+    thresholds = GateThresholds()
+    parser.add_argument(
+        "--accuracy-tolerance",
+        type=float,
+        default=thresholds.accuracy_tolerance,
+        help="quality gate: candidate accuracy may trail stable by at most this",
+    )
+    parser.add_argument(
+        "--min-class-recall",
+        type=float,
+        default=thresholds.min_class_recall,
+        help="quality gate: floor of every class's recall",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=thresholds.min_accuracy,
+        help="quality gate for a first model (no stable to compare with)",
+    )
+    parser.add_argument(
+        "--latency-factor",
+        type=float,
+        default=thresholds.latency_factor,
+        help="infra gate: candidate p95 may be at most this times stable's",
+    )
+    parser.add_argument("--allow-class-change", action="store_true", help="signature gate: accept a new class list")
+    add_config_arguments(parser)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The version the candidate must beat (None fields for a first model)."""
+
+    version: int | None
+    version_dir: Path | None
+    classes: list[str]
+    config: dict[str, Any]
+
+
+def find_baseline(models_dir: Path, name: str) -> Baseline:
+    """Stable if labelled, else the newest version (what an unlabelled server serves), else nothing."""
+    try:
+        model = modelconfig.load_model(models_dir, name)
+    except modelconfig.ConfigError:
+        return Baseline(None, None, [], {})
+    base = modelconfig.resolve_base_path(modelconfig.config_path(models_dir), model.base_path)
+    version = model.labels.get("stable") or max(contract.list_versions(base), default=None)
+    if version is None:
+        return Baseline(None, None, [], {})
+    version_dir = base / str(version)
+    metadata = read_metadata(version_dir)
+    return Baseline(version, version_dir, gates.read_classes(version_dir), dict(metadata.get("config", {})))
+
+
+def retrain_config(args: argparse.Namespace, baseline: Baseline) -> Any:
+    """Stable's recorded config ← --config file ← flags; data/name/models_dir from this command."""
+    from training.config import TrainConfig, build_config, load_toml
+
+    known = {item.name for item in fields(TrainConfig)}
+    values = {key: value for key, value in baseline.config.items() if key in known and key not in _RUN_KEYS}
+    if baseline.version_dir is not None:
+        values["weights"] = "none"  # every base weight is overwritten by stable's anyway
+    if args.config is not None:
+        values.update(load_toml(args.config))
+    overrides = {key: value for key, value in vars(args).items() if key in known}
+    overrides.update(data=str(args.data), name=args.name, models_dir=str(args.models_dir), resume=False)
+    return build_config(values, overrides, source=str(args.config or "stable's config + flags"))
+
+
+def restore_weights(model: Any, version_dir: Path) -> None:
+    """Load a version's variables into a model of the same architecture (the exported module's `model`)."""
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(model=model).read(str(version_dir / "variables" / "variables"))
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise CommandError(f"cannot warm-start from {version_dir}: architecture differs ({exc})") from None
+    status.expect_partial()
+
+
+def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any]:
+    """training.train.train, with stable's weights restored before the phases; returns (TrainResult, scan)."""
+    import keras
+
+    from training.model import build_classifier
+    from training.train import (
+        SPLITS,
+        TrainResult,
+        distribution_scope,
+        evaluate_run,
+        precision_policy,
+        prepare_run_dir,
+        run_phases,
+        scan_data,
+        skipped_by_reason,
+    )
+
+    started = time.monotonic()
+    scan = scan_data(config, progress=False)
+    splits = {name: [record for record in scan.records if record.split == name] for name in SPLITS}
+    if not splits["train"]:
+        raise CommandError(f"{config.data}: no usable training images")
+    run_dir = prepare_run_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    with precision_policy(config.mixed_precision), distribution_scope():
+        classifier = build_classifier(config, len(scan.classes))
+        if baseline.version_dir is not None and baseline.classes == list(scan.classes):
+            restore_weights(classifier.model, baseline.version_dir)
+            logger.info("warm start from %s", baseline.version_dir)
+        elif baseline.version_dir is not None:
+            logger.warning("classes changed (%s -> %s): training from scratch", baseline.classes, scan.classes)
+        run_phases(classifier, config, splits, scan.classes, run_dir, progress=False)
+    metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
+    result = TrainResult(
+        config=config,
+        classes=list(scan.classes),
+        classifier=classifier,
+        metrics=metrics,
+        val_accuracy=val_accuracy,
+        run_dir=run_dir,
+        data_fingerprint=scan.fingerprint,
+        test_paths=[Path(record.path) for record in splits["test"] if not record.needs_conversion],
+        skipped=skipped_by_reason(scan),
+        duration_s=time.monotonic() - started,
+    )
+    return result, scan
+
+
+def evaluate_on_holdout(version_dir: Path, scan: Any, *, batch_size: int = 32) -> Metrics:
+    """Accuracy and per-class recall of an exported version's serving_default on the scan's test split."""
+    import numpy as np
+    import tensorflow as tf
+
+    from training.data.checks import to_png_bytes
+    from training.evaluate import classification_metrics
+
+    classes = gates.read_classes(version_dir)
+    records = [record for record in scan.records if record.split == "test" and scan.classes[record.label] in classes]
+    if not records:
+        raise CommandError(f"{scan.root}: the test split is empty; cannot compare candidate and stable")
+    signature = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_BYTES]
+    batches = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
+        encoded = [to_png_bytes(r.path.read_bytes()) if r.needs_conversion else r.path.read_bytes() for r in chunk]
+        outputs = signature(**{contract.INPUT_BYTES: tf.constant(encoded)})
+        batches.append(outputs[contract.OUTPUT_PROBABILITIES].numpy())
+    labels = np.array([classes.index(scan.classes[record.label]) for record in records])
+    report = classification_metrics(labels, np.concatenate(batches), classes)
+    recall = {name: row["recall"] for name, row in report["per_class"].items() if row["support"] > 0}
+    return Metrics(accuracy=report["accuracy"], recall=recall, examples=report["examples"])
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    """The whole retrain; exit 0 promoted (or passed and left as canary), GateRefused (1) kept back."""
+    from training.retrain_flow import RetrainFlow
+
+    flow = RetrainFlow(args)
+    summary = flow.run()
+    if getattr(args, "json", False):
+        print(json.dumps(summary, indent=2, default=str))
+    return EXIT_OK
+
+
+def thresholds_from_args(args: argparse.Namespace) -> GateThresholds:
+    return GateThresholds(
+        accuracy_tolerance=args.accuracy_tolerance,
+        min_class_recall=args.min_class_recall,
+        min_accuracy=args.min_accuracy,
+        latency_factor=args.latency_factor,
+        allow_class_change=args.allow_class_change,
+    )
+
+
+def describe(results: list[GateResult]) -> str:
+    return "\n".join(f"  {result}" for result in results)

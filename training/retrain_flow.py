@@ -1,0 +1,153 @@
+"""The steps of `tlserve retrain` after training: publish → canary → gates → promote, or keep back and say why.
+
+A refused candidate loses its canary label (so the gateway's canary share stops reaching it) but stays on
+disk for inspection; the refusal, with every gate's numbers, is in the audit log and the exit message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from training import audit, gates, infra
+from training.gates import GateRefused, GateResult, Metrics, WarmupReport
+from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from training.retrain import (
+    Baseline,
+    describe,
+    evaluate_on_holdout,
+    find_baseline,
+    retrain_config,
+    thresholds_from_args,
+    warm_train,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RetrainFlow:
+    """One retrain run; `run()` returns a JSON-ready summary or raises GateRefused / CommandError."""
+
+    def __init__(self, args: argparse.Namespace, options: MoveOptions | None = None) -> None:
+        from training.cli_models import move_options
+
+        self.args = args
+        self.models_dir: Path = args.models_dir
+        self.name: str = args.name
+        self.thresholds = thresholds_from_args(args)
+        self.options = options if options is not None else move_options(args)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self.options.server is not None:
+                self.options.server.close()
+
+    def _run(self) -> dict[str, Any]:
+        from training.publish import publish_run
+
+        baseline = find_baseline(self.models_dir, self.name)
+        config = retrain_config(self.args, baseline)
+        result, scan = warm_train(config, baseline)
+        candidate = publish_run(result, self.models_dir, self.name)
+        print(f"published {self.name} version {candidate} (warm start from {baseline.version or 'nothing'})")
+        move_label(
+            self.models_dir,
+            self.name,
+            candidate,
+            label=CANARY,
+            options=self.options,
+            action="promote",
+            reason="retrain candidate",
+        )
+        candidate_dir = self.models_dir / self.name / str(candidate)
+        candidate_metrics = evaluate_on_holdout(candidate_dir, scan)
+        stable_metrics = evaluate_on_holdout(baseline.version_dir, scan) if baseline.version_dir else None
+        results = self._gates(baseline, candidate, candidate_dir, candidate_metrics, stable_metrics)
+        summary = {
+            "model": self.name,
+            "candidate": candidate,
+            "stable": baseline.version,
+            "candidate_metrics": candidate_metrics.as_dict(),
+            "stable_metrics": stable_metrics.as_dict() if stable_metrics else None,
+            "gates": [{"gate": r.gate, "passed": r.passed, "detail": r.detail} for r in results],
+        }
+        print(f"candidate {candidate} vs stable {baseline.version} on {candidate_metrics.examples} held-out images:")
+        print(describe(results))
+        if not all(result.passed for result in results):
+            self._keep_back(candidate, results, summary)
+        summary["promoted"] = self._maybe_promote(candidate, summary)
+        return summary
+
+    def _gates(
+        self,
+        baseline: Baseline,
+        candidate: int,
+        candidate_dir: Path,
+        candidate_metrics: Metrics,
+        stable_metrics: Metrics | None,
+    ) -> list[GateResult]:
+        results = []
+        if baseline.version_dir is not None:
+            results.append(
+                gates.check_signature(
+                    baseline.version_dir, candidate_dir, allow_class_change=self.thresholds.allow_class_change
+                )
+            )
+        results.append(gates.check_quality(candidate_metrics, stable_metrics, self.thresholds))
+        candidate_probe, stable_probe = self._probe(baseline, candidate, candidate_dir)
+        results.append(gates.check_infra(candidate_probe, stable_probe, self.thresholds))
+        return results
+
+    def _probe(
+        self, baseline: Baseline, candidate: int, candidate_dir: Path
+    ) -> tuple[WarmupReport, WarmupReport | None]:
+        """Replay the candidate's warmup requests on the server (or in-process offline), then stable's turn."""
+        requests = infra.read_warmup_requests(candidate_dir)
+        server = self.options.server
+        if server is not None:
+            candidate_report = infra.probe_on_server(server, self.name, candidate, requests)
+            stable_report = (
+                infra.probe_on_server(server, self.name, baseline.version, requests)
+                if baseline.version is not None
+                else None
+            )
+        else:
+            candidate_report = infra.probe_in_process(candidate_dir, requests)
+            stable_report = infra.probe_in_process(baseline.version_dir, requests) if baseline.version_dir else None
+        return candidate_report, stable_report
+
+    def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
+        refusal = GateRefused(results)
+        drop_label(self.models_dir, self.name, CANARY, options=self.options, reason=f"refused: {refusal}")
+        record = audit.AuditRecord(
+            "refused",
+            self.name,
+            STABLE,
+            summary["stable"],
+            candidate,
+            reason=str(refusal),
+            metrics=summary["candidate_metrics"],
+        )
+        audit.append_record(self.models_dir, record)
+        print(f"kept back: {self.name} version {candidate} stays off stable")
+        raise refusal
+
+    def _maybe_promote(self, candidate: int, summary: dict[str, Any]) -> bool:
+        if not self.args.promote_if_better:
+            print(f"every gate passed; version {candidate} stays canary (add --promote-if-better to promote)")
+            return False
+        move_label(
+            self.models_dir,
+            self.name,
+            candidate,
+            label=STABLE,
+            options=self.options,
+            reason=self.args.reason,
+            metrics=summary["candidate_metrics"],
+        )
+        print(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
+        return True
