@@ -1,0 +1,153 @@
+"""Micro-batching: concurrent requests for the same model target are merged into one upstream call.
+
+A batch is sent when it holds `max_batch_size` images or its first request has waited `batch_wait_timeout_s`.
+Each caller gets back exactly its own rows. If the merged call fails with a bad-request error, the batch is split in
+halves and retried, so only the request holding the culprit image fails. A caller that has gone away (cancelled)
+before its batch leaves is not sent upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from service.errors import BackendFailed, BadRequest, DeadlineExceeded, GatewayError
+from service.gateway.metrics import GatewayMetrics
+
+logger = logging.getLogger(__name__)
+
+Row = TypeVar("Row")
+# (batch key, images, seconds left) → one result row per image, in order.
+BatchPredictor = Callable[[Hashable, list[bytes], float], Awaitable[list[Row]]]
+
+
+@dataclass
+class _Pending(Generic[Row]):
+    images: list[bytes]
+    deadline: float
+    enqueued_at: float
+    future: asyncio.Future[list[Row]]
+
+
+@dataclass
+class _Queue(Generic[Row]):
+    pending: list[_Pending[Row]] = field(default_factory=list)
+    image_count: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class MicroBatcher(Generic[Row]):
+    """Merges concurrent `submit` calls per key into calls of `predict`."""
+
+    def __init__(
+        self,
+        predict: BatchPredictor[Row],
+        *,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.batch_wait_timeout_s = batch_wait_timeout_s
+        self._metrics = metrics
+        self._queues: dict[Hashable, _Queue[Row]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: Hashable, images: list[bytes], timeout_s: float) -> list[Row]:
+        """Queue the images of one request; return their rows once their batch has been answered."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        item: _Pending[Row] = _Pending(images, now + timeout_s, now, loop.create_future())
+        queue = self._queues.setdefault(key, _Queue())
+        queue.pending.append(item)
+        queue.image_count += len(images)
+        if queue.image_count >= self.max_batch_size:
+            self._flush(key)
+        elif queue.timer is None:
+            queue.timer = loop.call_later(self.batch_wait_timeout_s, self._flush, key)
+        # Cancelling the caller cancels this future, which marks the request as gone for _dispatch.
+        return await item.future
+
+    async def close(self) -> None:
+        """Send what is queued and wait for every batch in flight."""
+        for key in list(self._queues):
+            self._flush(key)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _flush(self, key: Hashable) -> None:
+        queue = self._queues.pop(key, None)
+        if queue is None:
+            return
+        if queue.timer is not None:
+            queue.timer.cancel()
+        for batch in self._split_to_size(queue.pending):
+            task = asyncio.get_running_loop().create_task(self._dispatch(key, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _split_to_size(self, pending: list[_Pending[Row]]) -> list[list[_Pending[Row]]]:
+        """Whole requests, in arrival order, at most max_batch_size images a batch (a bigger request goes alone)."""
+        batches: list[list[_Pending[Row]]] = [[]]
+        size = 0
+        for item in pending:
+            if batches[-1] and size + len(item.images) > self.max_batch_size:
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += len(item.images)
+        return batches
+
+    async def _dispatch(self, key: Hashable, batch: list[_Pending[Row]]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout_s = max(item.deadline for item in live) - now
+        if timeout_s <= 0:
+            _fail(live, DeadlineExceeded("the request waited past its deadline"))
+            return
+        for item in live:
+            self._metrics.batch_wait.observe(now - item.enqueued_at)
+        images = [image for item in live for image in item.images]
+        self._metrics.batch_size.observe(len(images))
+        try:
+            rows = await self._predict(key, images, timeout_s)
+        except BadRequest as error:
+            if len(live) == 1:
+                _fail(live, error)
+                return
+            # One bad image fails the merged call; halve until only its own request fails.
+            middle = len(live) // 2
+            await asyncio.gather(self._dispatch(key, live[:middle]), self._dispatch(key, live[middle:]))
+        except GatewayError as error:
+            _fail(live, error)
+        except Exception as exc:
+            logger.exception("batch of %d images failed", len(images))
+            _fail(live, BackendFailed(f"batch failed: {exc!r}"))
+        else:
+            _resolve(live, rows)
+
+
+def _resolve(live: list[_Pending[Row]], rows: list[Row]) -> None:
+    if len(rows) != sum(len(item.images) for item in live):
+        _fail(live, BackendFailed(f"upstream answered {len(rows)} rows for a batch of different size"))
+        return
+    start = 0
+    for item in live:
+        end = start + len(item.images)
+        if not item.future.done():
+            item.future.set_result(rows[start:end])
+        start = end
+
+
+def _fail(live: list[_Pending[Row]], error: GatewayError) -> None:
+    for item in live:
+        if not item.future.done():
+            # A fresh instance per caller: one exception object must not collect several tracebacks.
+            item.future.set_exception(type(error)(error.message))

@@ -1,0 +1,266 @@
+"""The protocol-neutral gateway: auth, validation, target resolution (labels, canary), batching and upstream calls.
+
+HTTP (`http_app`) and gRPC (`grpc_app`) adapters both call one `GatewayCore`, so limits, errors and metrics match.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import random
+import time
+from collections.abc import Awaitable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc.aio
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+from service.errors import BadRequest, NotFound, PayloadTooLarge, Unauthenticated, translate_errors
+from service.gateway.backend import Backend, PredictRequest, PredictResponse
+from service.gateway.batching import MicroBatcher
+from service.gateway.metrics import GatewayMetrics
+from service.gateway.settings import Settings
+from service.gateway.tensors import string_tensor, to_array
+from service.gateway.validation import check_images
+from tlserve.contract import (
+    INPUT_BYTES,
+    LABEL_PATTERN,
+    MODEL_NAME_PATTERN,
+    OUTPUT_CLASSES,
+    OUTPUT_SCORES,
+    SIGNATURE_BYTES,
+)
+
+logger = logging.getLogger(__name__)
+Result = TypeVar("Result")
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """Which model a request asked for: a version, a label, or neither (the server's latest)."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    canary: bool = False  # re-routed by the canary share, not asked for by the client
+
+    @property
+    def pinned(self) -> bool:
+        return self.version is not None or self.label is not None
+
+    def apply_to(self, model_spec: Any) -> None:
+        model_spec.name = self.name
+        if self.version is not None:
+            model_spec.version.value = self.version
+        elif self.label is not None:
+            model_spec.version_label = self.label
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    label: str
+    score: float
+    top_k: list[LabelScore]
+
+
+@dataclass(frozen=True)
+class Classification:
+    model: str
+    version: int
+    predictions: list[ImagePrediction]
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One image's answer from an upstream call."""
+
+    model: str
+    version: int
+    top: list[LabelScore]
+
+
+def make_target(name: str, version: int | None = None, label: str | None = None) -> ModelTarget:
+    """Check what the client named; never guess a substitute for something that does not exist."""
+    if not MODEL_NAME_PATTERN.match(name):
+        raise NotFound(f"model name {name!r} is not valid")
+    if version is not None and label is not None:
+        raise BadRequest("choose a version or a label, not both")
+    if version is not None and version < 1:
+        raise NotFound(f"model {name!r} has no version {version}")
+    if label is not None and not LABEL_PATTERN.match(label):
+        raise NotFound(f"model {name!r} has no label {label!r}")
+    return ModelTarget(name, version, label)
+
+
+class GatewayCore:
+    """Everything between a decoded request and the upstream model server."""
+
+    def __init__(self, settings: Settings, backend: Backend, metrics: GatewayMetrics, rng: random.Random) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.metrics = metrics
+        self._rng = rng
+        self._batcher: MicroBatcher[_Row] = MicroBatcher(
+            self._predict_rows,
+            max_batch_size=settings.max_batch_size,
+            batch_wait_timeout_s=settings.batch_wait_timeout_s,
+            metrics=metrics,
+        )
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    def authenticate(self, api_key: str | None) -> None:
+        """401 unless auth is off or the key is one of TLSERVE_API_KEYS (constant-time compare)."""
+        if not self.settings.api_keys:
+            return
+        if api_key and any(hmac.compare_digest(api_key, key) for key in self.settings.api_keys):
+            return
+        raise Unauthenticated("a valid API key is required (header X-API-Key or Authorization: Bearer)")
+
+    def route(self, target: ModelTarget) -> ModelTarget:
+        """Send the canary share of unpinned requests to the canary label; pinned requests go where they asked."""
+        share = self.settings.canary_share
+        if target.pinned or share <= 0 or self._rng.random() >= share:
+            return target
+        return ModelTarget(target.name, label=self.settings.canary_label, canary=True)
+
+    async def classify(self, images: list[bytes], target: ModelTarget, top_k: int, timeout_s: float) -> Classification:
+        """Top-k labels per image: validate, batch with concurrent requests, call upstream."""
+        check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
+        routed = self.route(target)
+        try:
+            rows = await self._submit(routed, images, timeout_s)
+        except NotFound:
+            if not routed.canary:
+                raise
+            # The client asked for no label: without a canary version the default one answers.
+            rows = await self._submit(target, images, timeout_s)
+        predictions = [_top_k(row.top, top_k) for row in rows]
+        return Classification(model=rows[0].model, version=rows[0].version, predictions=predictions)
+
+    async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
+        """A TF Serving PredictRequest proxied as is, after the same image checks and limits as /predict."""
+        spec = request.model_spec
+        if not spec.name:
+            raise BadRequest("model_spec.name is required")
+        self._check_predict_inputs(request)
+        if spec.WhichOneof("version_choice") is None:
+            routed = self.route(ModelTarget(spec.name))
+            if routed.canary:
+                canary_request = predict_pb2.PredictRequest()
+                canary_request.CopyFrom(request)
+                canary_request.model_spec.version_label = routed.label
+                try:
+                    return await self._predict_and_count(canary_request, routed, timeout_s)
+                except NotFound:
+                    pass
+        label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+        return await self._predict_and_count(request, ModelTarget(spec.name, label=label), timeout_s)
+
+    async def model_status(self, request: Any, timeout_s: float) -> Any:
+        return await self._upstream(self.backend.get_model_status(request, timeout_s))
+
+    async def model_metadata(self, request: Any, timeout_s: float) -> Any:
+        return await self._upstream(self.backend.get_model_metadata(request, timeout_s))
+
+    async def is_ready(self) -> bool:
+        """True when some version of the default model is AVAILABLE upstream."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.settings.default_model
+        try:
+            response = await self.model_status(request, min(self.settings.request_timeout_s, 2.0))
+        except Exception as exc:
+            logger.info("not ready: %s", exc)
+            return False
+        return any(status.state == AVAILABLE for status in response.model_version_status)
+
+    def metadata_request(self, target: ModelTarget, signature_name: str = "") -> Any:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        target.apply_to(request.model_spec)
+        request.model_spec.signature_name = signature_name
+        return request
+
+    def status_request(self, target: ModelTarget) -> Any:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        target.apply_to(request.model_spec)
+        return request
+
+    async def _submit(self, target: ModelTarget, images: list[bytes], timeout_s: float) -> list[_Row]:
+        if self.settings.batching_enabled:
+            return await self._batcher.submit(target, images, timeout_s)
+        return await self._predict_rows(target, images, timeout_s)
+
+    async def _predict_rows(self, key: Hashable, images: list[bytes], timeout_s: float) -> list[_Row]:
+        """One upstream Predict of serving_default for `images`; one row per image."""
+        assert isinstance(key, ModelTarget)
+        request = predict_pb2.PredictRequest(output_filter=[OUTPUT_CLASSES, OUTPUT_SCORES])
+        key.apply_to(request.model_spec)
+        request.model_spec.signature_name = SIGNATURE_BYTES
+        request.inputs[INPUT_BYTES].CopyFrom(string_tensor(images))
+        response = await self._predict_and_count(request, key, timeout_s)
+        try:
+            classes = to_array(response.outputs[OUTPUT_CLASSES])
+            scores = to_array(response.outputs[OUTPUT_SCORES])
+        except (KeyError, ValueError) as exc:
+            raise BadRequest(f"model {key.name!r} does not have the classes/scores outputs of tlserve models") from exc
+        model, version = response.model_spec.name or key.name, response.model_spec.version.value
+        return [
+            _Row(
+                model, version, [LabelScore(c.decode(), float(s)) for c, s in zip(row_classes, row_scores, strict=True)]
+            )
+            for row_classes, row_scores in zip(classes, scores, strict=True)
+        ]
+
+    async def _predict_and_count(self, request: Any, target: ModelTarget, timeout_s: float) -> Any:
+        response = await self._upstream(self.backend.predict(request, timeout_s))
+        model, version = response.model_spec.name or target.name, str(response.model_spec.version.value)
+        images = max(
+            (tensor.tensor_shape.dim[0].size for tensor in request.inputs.values() if tensor.tensor_shape.dim),
+            default=1,
+        )
+        self.metrics.images.labels(model=model, version=version).inc(images)
+        self.metrics.model_info.labels(model=model, version=version, label=target.label or "").set(1)
+        return response
+
+    async def _upstream(self, call: Awaitable[Result]) -> Result:
+        """Await one backend call, timing it and translating its errors into the error tree."""
+        started = time.perf_counter()
+        try:
+            with translate_errors():
+                return await call
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, grpc.aio.AioRpcError) else None
+            if cause is not None:
+                self.metrics.upstream_errors.labels(code=cause.code().name).inc()
+            raise
+        finally:
+            self.metrics.upstream_duration.observe(time.perf_counter() - started)
+
+    def _check_predict_inputs(self, request: PredictRequest) -> None:
+        """Encoded-image inputs get the header checks; every input gets the images-per-request limit."""
+        for name, tensor in request.inputs.items():
+            rows = tensor.tensor_shape.dim[0].size if tensor.tensor_shape.dim else 1
+            if rows > self.settings.max_images_per_request:
+                raise PayloadTooLarge(
+                    f"input {name!r} has {rows} rows, more than the limit of {self.settings.max_images_per_request}"
+                )
+            if name == INPUT_BYTES:
+                check_images(
+                    list(tensor.string_val),
+                    max_images=self.settings.max_images_per_request,
+                    max_pixels=self.settings.max_image_pixels,
+                )
+
+
+def _top_k(top: list[LabelScore], top_k: int) -> ImagePrediction:
+    best = top[:top_k]
+    return ImagePrediction(label=best[0].label, score=best[0].score, top_k=best)

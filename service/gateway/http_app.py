@@ -1,0 +1,180 @@
+"""The gateway's HTTP adapter: `create_app(settings, backend=None) -> FastAPI`.
+
+Entry point for other code: `create_app(Settings(...))` builds the app; its lifespan opens the upstream channel
+(`GrpcBackend(settings.upstream)`) unless a `backend` is passed (tests pass a fake). Routes live in `http_predict`
+(/predict) and `http_tfserving` (/v1/models/...); this module adds /healthz, /readyz, /metrics, error handling,
+the body-size limit and request metrics. `service.gateway.server` runs it next to the gRPC adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
+from service.gateway import http_predict, http_tfserving
+from service.gateway.backend import Backend, GrpcBackend
+from service.gateway.core import GatewayCore
+from service.gateway.http_predict import describe_validation_errors
+from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from service.gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TFSERVING_PREFIX = "/v1/"
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def create_app(settings: Settings, backend: Backend | None = None, *, rng: random.Random | None = None) -> FastAPI:
+    """The HTTP gateway; `backend=None` means a GrpcBackend to `settings.upstream`, opened in the lifespan."""
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upstream = backend or GrpcBackend(
+            settings.upstream,
+            max_message_bytes=settings.upstream_max_message_bytes,
+            retries=settings.upstream_retries,
+            retry_backoff_s=settings.upstream_retry_backoff_s,
+        )
+        app.state.core = GatewayCore(settings, upstream, metrics, rng or random.Random())
+        try:
+            yield
+        finally:
+            await app.state.core.close()
+            if backend is None:
+                await upstream.close()
+
+    app = FastAPI(
+        title="tlserve gateway",
+        summary="Image classification over HTTP: /predict and TF Serving's REST API.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.include_router(http_predict.router)
+    app.include_router(http_tfserving.router)
+    _add_operational_routes(app)
+    _add_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def core_of(request: Request) -> GatewayCore:
+    core: GatewayCore = request.app.state.core
+    return core
+
+
+def _add_operational_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="The default model is AVAILABLE upstream (else 503)")
+    async def readyz(request: Request) -> JSONResponse:
+        ready = await core_of(request).is_ready()
+        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (tlserve_*)")
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    """tlserve's `{"error": {"code", "message"}}`; TF Serving's `{"error": "..."}` on its own /v1 routes."""
+    if request.url.path.startswith(TFSERVING_PREFIX):
+        return JSONResponse({"error": message}, status_code=status)
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def on_gateway_error(request: Request, error: GatewayError) -> JSONResponse:
+        log_if_server_error(error)
+        return error_response(request, error.http_status, error.code, error.public_message)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(request, 422, ValidationFailed.code, describe_validation_errors(error.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(error.status_code, "http_error")
+        return error_response(request, error.status_code, code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal", "internal error")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over max_body_bytes: at once from Content-Length, else while the body streams in."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            request = Request(scope)
+            error = PayloadTooLarge(f"body of {int(declared)} bytes exceeds the limit of {self.max_body_bytes}")
+            response = error_response(request, error.http_status, error.code, error.message)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise PayloadTooLarge(f"body exceeds the limit of {self.max_body_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestMetricsMiddleware:
+    """tlserve_requests_total / request_duration / inflight for every HTTP request, labelled by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.inflight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.inflight.dec()
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(protocol="http", route=route, code=str(status)).inc()
+            self.metrics.request_duration.labels(protocol="http", route=route).observe(time.perf_counter() - started)

@@ -1,0 +1,217 @@
+"""`POST /predict`: images as multipart files or JSON b64 instances → top-k labels per image."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.gateway.core import Classification, GatewayCore, make_target
+from service.gateway.tfserving_json import decode_b64, load_json
+
+router = APIRouter(tags=["predict"])
+
+EXAMPLE_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+class LabelScoreOut(BaseModel):
+    label: str
+    score: float
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="the most likely class")
+    score: float
+    top_k: list[LabelScoreOut]
+
+
+class PredictAnswer(BaseModel):
+    model: str
+    version: int
+    predictions: list[PredictionOut] = Field(description="one per image, in request order")
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "model": "demo",
+                    "version": 3,
+                    "predictions": [
+                        {
+                            "label": "circle",
+                            "score": 0.97,
+                            "top_k": [{"label": "circle", "score": 0.97}, {"label": "square", "score": 0.02}],
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+
+
+class B64Image(BaseModel):
+    b64: str = Field(description="standard base64 of an encoded JPEG/PNG/BMP/GIF image")
+
+
+class PredictJson(BaseModel):
+    instances: list[B64Image] = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, le=5)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for status, text in {
+        400: "undecodable image, malformed JSON or base64",
+        401: "API key missing or wrong",
+        404: "unknown model, version or label",
+        413: "body, image count or image pixels over the limit",
+        415: "unsupported media type or image format",
+        422: "request does not match the schema",
+        429: "model server overloaded",
+        503: "model server unavailable",
+        504: "deadline exceeded",
+    }.items()
+}
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "required": ["files"],
+            }
+        },
+        "application/json": {
+            "schema": PredictJson.model_json_schema(),
+            "example": {"instances": [{"b64": EXAMPLE_B64}], "top_k": 3},
+        },
+    },
+}
+
+
+def api_key_of(x_api_key: str | None, authorization: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def authenticate(request: Request, x_api_key: str | None, authorization: str | None) -> GatewayCore:
+    core: GatewayCore = request.app.state.core
+    core.authenticate(api_key_of(x_api_key, authorization))
+    return core
+
+
+@router.post(
+    "/predict",
+    summary="Classify one or more images",
+    description='Send images as multipart `files` or JSON `{"instances": [{"b64": ...}], "top_k": 3}`. '
+    "Choose the model with `model` and at most one of `version` or `label`; the default model's latest version "
+    "answers otherwise.",
+    responses=ERROR_RESPONSES,
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
+async def predict(
+    request: Request,
+    model: Annotated[str | None, Query(description="model name (default: the gateway's default model)")] = None,
+    version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
+    label: Annotated[str | None, Query(description="pin a version label, e.g. stable")] = None,
+    top_k: Annotated[int | None, Query(ge=1, le=5, description="labels per image (multipart; JSON may say it)")] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> PredictAnswer:
+    core = authenticate(request, x_api_key, authorization)
+    settings = core.settings
+    target = make_target(model or settings.default_model, version, label)
+    images, body_top_k = await read_images(request, settings.max_images_per_request)
+    result = await core.classify(
+        images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s
+    )
+    return to_answer(result)
+
+
+async def read_images(request: Request, max_images: int) -> tuple[list[bytes], int | None]:
+    """The encoded images of a /predict body, and the JSON body's top_k if it has one."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return await _read_multipart(request, max_images), None
+    if media_type == "application/json":
+        return _read_json(await request.body(), max_images)
+    raise UnsupportedMediaType(f"content type {media_type or '(none)'!r}; send multipart/form-data or application/json")
+
+
+async def _read_multipart(request: Request, max_images: int) -> list[bytes]:
+    try:
+        # Starlette's own caps sit above ours so that our limit answers with 413 and a clear message.
+        form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
+    except StarletteHTTPException as exc:
+        if "Too many files" in str(exc.detail):
+            raise PayloadTooLarge(f"more than the limit of {max_images} images in one request") from exc
+        raise BadRequest(f"malformed multipart body: {exc.detail}") from exc
+    try:
+        return await _uploaded_images(form.getlist("files"), max_images)
+    finally:
+        await form.close()
+
+
+async def _uploaded_images(uploads: list[Any], max_images: int) -> list[bytes]:
+    if not uploads:
+        raise ValidationFailed('multipart body has no "files" part')
+    if len(uploads) > max_images:
+        raise PayloadTooLarge(f"{len(uploads)} images in one request, more than the limit of {max_images}")
+    images = []
+    for index, upload in enumerate(uploads):
+        if not isinstance(upload, UploadFile):
+            raise ValidationFailed(f'"files" part {index} is a text field, not a file')
+        images.append(await upload.read())
+    return images
+
+
+def _read_json(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:
+    payload = load_json(body)
+    try:
+        parsed = PredictJson.model_validate(payload)
+    except ValidationError as exc:
+        raise ValidationFailed(describe_validation_errors(exc.errors())) from exc
+    if len(parsed.instances) > max_images:
+        raise PayloadTooLarge(f"{len(parsed.instances)} images in one request, more than the limit of {max_images}")
+    return [decode_b64({"b64": item.b64}) for item in parsed.instances], parsed.top_k
+
+
+def describe_validation_errors(errors: Any) -> str:
+    """Pydantic's error list as one line: `where: what; ...`."""
+    parts = [
+        f"{'.'.join(str(part) for part in error.get('loc', ())) or 'body'}: {error.get('msg')}" for error in errors
+    ]
+    return "; ".join(parts) or "invalid request"
+
+
+def to_answer(result: Classification) -> PredictAnswer:
+    return PredictAnswer(
+        model=result.model,
+        version=result.version,
+        predictions=[
+            PredictionOut(
+                label=item.label,
+                score=item.score,
+                top_k=[LabelScoreOut(label=entry.label, score=entry.score) for entry in item.top_k],
+            )
+            for item in result.predictions
+        ],
+    )

@@ -1,0 +1,48 @@
+"""Gateway configuration: one frozen Settings object from `TLSERVE_*` environment variables (or passed in by tests)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the gateway needs; build it once at the entry point and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="TLSERVE_", frozen=True, extra="ignore")
+
+    upstream: str = Field("localhost:8600", min_length=3, description="model server gRPC address, host:port")
+    default_model: str = Field("demo", min_length=1)
+    http_host: str = "0.0.0.0"  # a container gateway listens on every interface
+    http_port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
+    grpc_port: int = Field(8500, ge=0, le=65535, description="0 picks a free port")
+
+    request_timeout_s: float = Field(10.0, gt=0)
+    upstream_retries: int = Field(2, ge=0, description="extra attempts after UNAVAILABLE")
+    upstream_retry_backoff_s: float = Field(0.05, gt=0)
+    upstream_max_message_bytes: int = Field(256 * MIB, gt=0)
+    shutdown_grace_s: float = Field(10.0, gt=0)
+
+    max_body_bytes: int = Field(32 * MIB, gt=0)
+    max_images_per_request: int = Field(64, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0, description="per image; more is a decompression bomb (413)")
+    default_top_k: int = Field(3, gt=0, le=5)
+
+    batching_enabled: bool = True
+    max_batch_size: int = Field(32, gt=0)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated; empty disables auth")
+    canary_share: float = Field(0.0, ge=0, le=1, description="share of unpinned requests sent to canary_label")
+    canary_label: str = Field("canary", pattern=r"^[a-zA-Z0-9_]+$")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value

@@ -1,0 +1,131 @@
+"""A fake upstream model server for gateway tests: answers like a tlserve model, records every call."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+
+import grpc
+import grpc.aio
+import numpy as np
+from PIL import Image
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+from service.gateway.tensors import from_array, to_array
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def image_label(image: bytes) -> str:
+    """The fake model's 'class' of an image: a digest, so each caller can recognise its own answer."""
+    return hashlib.sha256(image).hexdigest()[:12]
+
+
+class FakeModelServer:
+    """In-memory stand-in for the model server; the same logic backs the fake gRPC servicer."""
+
+    def __init__(self, models: dict[str, dict[int, str | None]] | None = None, delay_s: float = 0.0) -> None:
+        # model → version → label (or None)
+        self.models = models if models is not None else {"demo": {1: None, 2: "stable"}}
+        self.delay_s = delay_s
+        self.predict_requests: list[predict_pb2.PredictRequest] = []
+        self.fail_with: grpc.aio.AioRpcError | None = None
+
+    def resolve(self, spec) -> int:
+        versions = self.models.get(spec.name)
+        if not versions:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({spec.name})")
+        choice = spec.WhichOneof("version_choice")
+        if choice == "version":
+            if spec.version.value not in versions:
+                raise rpc_error(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
+                )
+            return spec.version.value
+        if choice == "version_label":
+            for version, label in versions.items():
+                if label == spec.version_label:
+                    return version
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"Unrecognized servable version label: {spec.version_label}")
+        return max(versions)
+
+    async def predict(self, request, timeout_s: float):
+        self.predict_requests.append(request)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        version = self.resolve(request.model_spec)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = version
+        response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
+        if "image_bytes" not in request.inputs:
+            pixels = to_array(request.inputs["pixels"])
+            response.outputs["probabilities"].CopyFrom(
+                from_array(np.full((len(pixels), 3), 1 / 3, np.float32), types_pb2.DT_FLOAT)
+            )
+            return response
+        images = list(request.inputs["image_bytes"].string_val)
+        for image in images:
+            try:
+                with Image.open(io.BytesIO(image)) as decoded:
+                    decoded.load()
+            except Exception as exc:
+                raise rpc_error(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid image data: {exc}") from None
+        classes = np.array([[image_label(image), f"v{version}", "other"] for image in images], dtype=object)
+        classes = np.vectorize(lambda text: text.encode(), otypes=[object])(classes)
+        scores = np.tile(np.array([0.7, 0.2, 0.1], np.float32), (len(images), 1))
+        response.outputs["classes"].CopyFrom(from_array(classes, types_pb2.DT_STRING))
+        response.outputs["scores"].CopyFrom(from_array(scores, types_pb2.DT_FLOAT))
+        if not request.output_filter or "probabilities" in request.output_filter:
+            response.outputs["probabilities"].CopyFrom(from_array(scores, types_pb2.DT_FLOAT))
+        return response
+
+    async def get_model_status(self, request, timeout_s: float):
+        version = self.resolve(request.model_spec) if request.model_spec.WhichOneof("version_choice") else None
+        versions = [version] if version is not None else sorted(self.resolve_all(request.model_spec.name))
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number in versions:
+            status = response.model_version_status.add(version=number, state=AVAILABLE)
+            status.status.error_message = ""
+        return response
+
+    def resolve_all(self, name: str) -> list[int]:
+        if name not in self.models:
+            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        return list(self.models[name])
+
+    async def get_model_metadata(self, request, timeout_s: float):
+        version = self.resolve(request.model_spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = version
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        serving = signatures.signature_def["serving_default"]
+        serving.method_name = "tensorflow/serving/predict"
+        serving.inputs["image_bytes"].name = "serving_default_image_bytes:0"
+        serving.inputs["image_bytes"].dtype = types_pb2.DT_STRING
+        serving.inputs["image_bytes"].tensor_shape.dim.add(size=-1)
+        for name, dtype in (
+            ("probabilities", types_pb2.DT_FLOAT),
+            ("classes", types_pb2.DT_STRING),
+            ("scores", types_pb2.DT_FLOAT),
+        ):
+            serving.outputs[name].name = f"StatefulPartitionedCall:{name}"
+            serving.outputs[name].dtype = dtype
+        pixels = signatures.signature_def["predict_pixels"]
+        pixels.inputs["pixels"].dtype = types_pb2.DT_UINT8
+        pixels.outputs["probabilities"].dtype = types_pb2.DT_FLOAT
+        response.metadata["signature_def"].Pack(signatures)
+        return response
+
+    async def close(self) -> None:
+        return None
