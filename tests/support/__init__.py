@@ -1,0 +1,1 @@
+"""Helpers that start real tlserve processes for end-to-end tests and benchmarks."""
