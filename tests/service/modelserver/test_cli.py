@@ -1,0 +1,48 @@
+"""`tlserve model-server` as a real process: ready line, TF Serving client calls, clean SIGTERM exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tests.conftest import random_images
+from tests.support.modelserver import (
+    READY_PATTERN,
+    model_server_process,
+    predict_request,
+    stop_process,
+    wait_until_available,
+)
+
+
+def test_model_server_process_serves_and_stops_cleanly_on_sigterm(module_repo, tmp_path):
+    models_dir = module_repo(versions=(1,))
+    with model_server_process(models_dir, tmp_path / "server.log") as server:
+        assert wait_until_available(server.target, "demo") == 1
+        response = server.prediction_stub().Predict(predict_request(random_images(2)), timeout=30)
+        assert tf.make_ndarray(response.outputs["probabilities"]).shape == (2, 3)
+        assert server.process is not None
+        assert stop_process(server.process) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "demo version 1 is AVAILABLE" in log
+    assert "unloaded demo version 1" in log
+
+
+def test_ready_line_is_the_documented_format():
+    from service.modelserver.cli import READY_LINE
+
+    assert READY_PATTERN.fullmatch(READY_LINE.format(host="127.0.0.1", port=8600))
+
+
+def test_unreadable_config_file_exits_2_with_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tlserve", "model-server", "--model-config-file", str(tmp_path / "missing.config")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot read model config file" in result.stderr
+    assert "Traceback" not in result.stderr
