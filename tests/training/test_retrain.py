@@ -1,0 +1,144 @@
+"""`tlserve retrain` on tiny generated data: warm start, stable holdout, publish as canary, promote or keep back."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlserve.cli import main
+from training import audit, modelconfig
+from training.config import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+GATES_THAT_PASS = ["--accuracy-tolerance", "1", "--min-class-recall", "0", "--latency-factor", "1000"]
+
+
+def add_images(root: Path, per_class: int, *, seed: int) -> None:
+    """New files beside the old ones (new names), as a labelling team would deliver them."""
+    from training.data.sample import render_shape
+
+    for class_dir in sorted(path for path in root.iterdir() if path.is_dir()):
+        for index in range(per_class):
+            rng = np.random.default_rng([seed, index, len(class_dir.name)])
+            render_shape(class_dir.name, 40, rng).save(class_dir / f"new_{seed}_{index:04d}.png", "PNG")
+
+
+@pytest.fixture(scope="module")
+def first_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.sample import SampleSpec, write_sample
+
+    root = tmp_path_factory.mktemp("data") / "shapes"
+    write_sample(root, SampleSpec(classes=3, per_class=12, size=40, seed=1))
+    return root
+
+
+@pytest.fixture(scope="module")
+def stable_repo(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """models/ with version 1 of `tiny` trained on the first data and labelled stable (offline)."""
+    from training.promote import move_label
+    from training.publish import publish_run
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("repo")
+    config = TrainConfig(
+        data=str(first_data), name="tiny", weights="none", image_size=32, batch_size=8, epochs=2,
+        dense_units=16, head="gap", runs_dir=str(root / "runs"), seed=7,
+    )  # fmt: skip
+    result = train(config, progress=False)
+    models_dir = root / "models"
+    version = publish_run(result, models_dir, "tiny")
+    move_label(models_dir, "tiny", version)
+    return models_dir, result
+
+
+@pytest.fixture
+def repo(stable_repo: tuple[Path, object], tmp_path: Path) -> Path:
+    """A private copy of the stable repository, so each test may promote or refuse freely."""
+    models_dir = tmp_path / "models"
+    shutil.copytree(stable_repo[0], models_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="module")
+def grown_data(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("grown") / "shapes"
+    shutil.copytree(first_data, root)
+    add_images(root, 8, seed=2)
+    return root
+
+
+def test_retraining_after_adding_images_keeps_every_old_test_image_in_the_test_split(
+    first_data: Path, grown_data: Path
+) -> None:
+    from training.data import scan_dataset
+
+    before = {record.rel_path for record in scan_dataset(first_data, progress=False).split("test")}
+    after_scan = scan_dataset(grown_data, progress=False)
+    after = {record.rel_path for record in after_scan.split("test")}
+
+    assert before, "the first dataset must have a test split for this test to mean anything"
+    assert before <= after
+    assert len(after_scan.records) > len(scan_dataset(first_data, progress=False).records)
+
+
+def test_warm_start_restores_the_stable_versions_weights(stable_repo: tuple[Path, object]) -> None:
+    from training.model import build_classifier
+    from training.retrain import restore_weights
+
+    models_dir, result = stable_repo
+    fresh = build_classifier(result.config, 3)
+    trained = [np.asarray(weight) for weight in result.classifier.model.weights]
+    assert not np.allclose(np.asarray(fresh.model.weights[-2]), trained[-2])
+
+    restore_weights(fresh.model, models_dir / "tiny" / "1")
+
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(fresh.model.weights, trained, strict=True))
+
+
+def test_retrain_publishes_candidate_and_promotes_when_every_gate_passes(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), "--offline",
+                 "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "warm start from 1" in out
+    assert "signature: pass" in out
+    assert "quality: pass" in out
+    assert "infra: pass" in out
+    assert "promoted: tiny stable 1 -> 2" in out
+    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 2}
+    moves = [(r.action, r.label, r.old_version, r.new_version) for r in audit.read_records(repo, "tiny")]
+    assert moves[-2:] == [("promote", "canary", None, 2), ("promote", "stable", 1, 2)]
+    assert audit.read_records(repo, "tiny")[-1].metrics["accuracy"] >= 0
+
+
+def test_retrain_keeps_back_a_candidate_that_fails_a_gate_and_says_why(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), "--offline",
+                 "--epochs", "1", "--promote-if-better", "--min-class-recall", "1.01",
+                 "--latency-factor", "1000"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "tlserve: error: quality gate refused: recall of 'circle'" in captured.err
+    assert "< floor 1.010" in captured.err
+    assert "kept back: tiny version 2 stays off stable" in captured.out
+    model = modelconfig.load_model(repo, "tiny")
+    assert model.labels == {"stable": 1}  # the refused canary lost its label
+    assert (repo / "tiny" / "2" / "saved_model.pb").is_file()  # but stays on disk for inspection
+    assert audit.read_records(repo, "tiny")[-1].action == "refused"
+
+
+def test_retrain_of_an_unknown_dataset_folder_is_a_usage_error(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["retrain", str(repo / "nowhere"), "--name", "tiny", "--models-dir", str(repo), "--offline"])
+
+    assert code == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
