@@ -1,0 +1,103 @@
+"""The classifier's architecture: the original recipe by configuration, the base's own preprocessing, fine-tuning."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from training.config import ConfigError, TrainConfig
+
+SMALL = dict(weights="none", image_size=32)
+
+
+def layer_summary(model) -> list[tuple[str, object]]:
+    import keras
+
+    summary: list[tuple[str, object]] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            summary.append(("Dense", layer.units, layer.activation.__name__))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            summary.append((type(layer).__name__,))
+    return summary
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    from training.model import build_classifier
+
+    return build_classifier(TrainConfig(**SMALL), num_classes=3)
+
+
+def test_default_head_is_the_original_recipe(recipe) -> None:
+    assert layer_summary(recipe.head) == [("Flatten",), ("Dense", 1024, "relu"), ("Dense", 3, "softmax")]
+    assert recipe.base.name == "vgg16"
+    assert not recipe.base.trainable
+
+
+def test_gap_head_with_batch_norm_dropout_and_l2() -> None:
+    from training.model import build_head
+
+    config = TrainConfig(head="gap", dense_units=64, batch_norm=True, dropout=0.3, l2=1e-4)
+    head = build_head((2, 2, 512), 4, config)
+    names = [entry[0] for entry in layer_summary(head)]
+    assert names == ["GlobalAveragePooling2D", "Dense", "BatchNormalization", "Activation", "Dropout", "Dense"]
+    assert head.layers[2].kernel_regularizer is not None
+
+
+def test_model_applies_the_bases_own_preprocessing_not_rescaling(recipe) -> None:
+    import keras
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = recipe.head(recipe.base(keras.applications.vgg16.preprocess_input(pixels.copy()), training=False))
+    np.testing.assert_allclose(recipe.model(pixels, training=False), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unreachable_imagenet_weights_fall_back_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import keras
+
+    from training.model import load_base
+
+    real = keras.applications.MobileNetV2
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name unknown")
+        return real(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with caplog.at_level(logging.WARNING, logger="training.model"):
+        base = load_base(TrainConfig(base="mobilenet_v2", weights="imagenet", image_size=32))
+    assert base.output_shape[-1] == 1280
+    [record] = caplog.records
+    assert record.getMessage().startswith("ImageNet weights could not be downloaded (URL fetch failure")
+    assert record.getMessage().endswith("continuing with weights=None")
+
+
+def test_weights_path_that_does_not_exist_is_a_config_error(tmp_path) -> None:
+    from training.model import load_base
+
+    with pytest.raises(ConfigError, match="no such file"):
+        load_base(TrainConfig(weights=str(tmp_path / "missing.weights.h5"), image_size=32))
+
+
+def test_fine_tune_from_block5_unfreezes_only_the_last_vgg16_block(recipe) -> None:
+    from training.model import unfreeze_top
+
+    count = unfreeze_top(recipe.base, "", "vgg16")
+    trainable = [layer.name for layer in recipe.base.layers if layer.trainable and layer.weights]
+    assert trainable == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    assert count == 3
+    unfreeze_top(recipe.base, "2", "vgg16")  # last two layers: block5_conv3 and block5_pool
+    assert [layer.name for layer in recipe.base.layers if layer.trainable and layer.weights] == ["block5_conv3"]
+
+
+def test_fine_tune_from_an_unknown_layer_is_a_config_error(recipe) -> None:
+    from training.model import unfreeze_top
+
+    with pytest.raises(ConfigError, match="no layer"):
+        unfreeze_top(recipe.base, "block9", "vgg16")
