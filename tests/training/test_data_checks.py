@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -148,6 +149,17 @@ def test_pil_half_readable_truncated_jpeg_is_unusable() -> None:
     with Image.open(io.BytesIO(truncated)) as image:  # the header still parses: a naive open() check passes
         assert image.size == (256, 256)
     assert inspect_image(truncated, ".jpg").problem == "truncated JPEG"
+
+
+def test_pil_bomb_warning_range_is_reported_not_printed(tmp_path: Path) -> None:
+    _write(tmp_path, {"cat/big.png": _png_header_only(10_000, 10_000), "dog/ok.png": encode_image(PIXELS)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scan = scan_dataset(tmp_path, progress=False)
+    assert [(bad.rel_path, bad.reason) for bad in scan.bad] == [
+        ("cat/big.png", "absurd dimensions (100 MP, a decompression bomb)")
+    ]
+    assert not [warning for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
 
 
 def test_max_pixels_limit_is_checked_from_the_header() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass
 
 from PIL import Image
@@ -75,7 +76,8 @@ def read_header(data: bytes) -> Header | None:
             )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning is caught too: scan_dataset turns it into an error, so it cannot flood stderr.
-        raise _Bomb(str(exc)) from exc
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _Bomb(f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "too many pixels") from exc
     except (OSError, ValueError, SyntaxError, EOFError):
         return None
 
@@ -154,8 +156,8 @@ def inspect_image(data: bytes, suffix: str, max_pixels: int = DEFAULT_MAX_PIXELS
         return Verdict(problem="0-byte")
     try:
         header = read_header(data)
-    except _Bomb:
-        return Verdict(problem="absurd dimensions (decompression bomb refused by PIL)")
+    except _Bomb as exc:
+        return Verdict(problem=f"absurd dimensions ({exc}, a decompression bomb)")
     if header is not None and header.width * header.height > max_pixels:
         megapixels = header.width * header.height / 1e6
         return Verdict(problem=f"absurd dimensions ({header.width}x{header.height} = {megapixels:.0f} MP)")
