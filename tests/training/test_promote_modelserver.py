@@ -1,0 +1,95 @@
+"""Label moves against the real embedded model server (in-process), and a promote killed between its steps."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import random_images
+from tests.support.modelserver import predict_request, running_model_server
+from tests.training.promote_fakes import FakeModelService, start_fake
+from training import audit, modelconfig
+from training.modelconfig import ServedModel
+from training.modelservice import ModelServer
+from training.promote import MoveOptions, move_label, rollback
+
+pytestmark = pytest.mark.slow
+
+IMAGES = random_images(2, seed=5)
+
+
+@pytest.fixture
+def repo(model_repo) -> Path:
+    models_dir = model_repo("demo", versions=(1, 2, 3))
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    return models_dir
+
+
+def served_version(server, label: str = "stable") -> int:
+    response = server.prediction_stub().Predict(predict_request(IMAGES, "demo", version_label=label), timeout=30)
+    return int(response.model_spec.version.value)
+
+
+def test_promote_and_rollback_move_the_label_on_a_running_model_server(repo: Path) -> None:
+    with running_model_server(repo) as server, ModelServer(server.target) as client:
+        options = MoveOptions(server=client, drain_s=0, load_timeout_s=60)
+        assert served_version(server) == 1
+
+        move_label(repo, "demo", 2, options=options)
+        assert served_version(server) == 2
+        assert client.version_states("demo")[2] == "AVAILABLE"
+        assert modelconfig.load_model(repo, "demo").versions == (2,)  # old stable unloaded after the move
+
+        move_label(repo, "demo", 3, label="canary", options=options)
+        assert (served_version(server), served_version(server, "canary")) == (2, 3)
+
+        rollback(repo, "demo", options=options)
+        assert served_version(server) == 1
+        assert modelconfig.load_model(repo, "demo").labels == {"stable": 1, "canary": 3}
+
+
+def test_a_one_step_label_move_is_refused_by_the_model_server(repo: Path) -> None:
+    """Why promotion needs two steps: the embedded server, like TF Serving, refuses it in one."""
+    one_step = modelconfig.put_model(
+        modelconfig.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
+    )
+    with running_model_server(repo) as server, ModelServer(server.target) as client:
+        with pytest.raises(Exception, match="label"):
+            client.reload(modelconfig.absolute_config(one_step, repo))
+        assert served_version(server) == 1
+
+
+def test_promote_killed_between_its_steps_leaves_a_config_that_still_serves_stable(repo: Path, tmp_path: Path) -> None:
+    # A fake server that never reports version 2 AVAILABLE holds the promote between step 1 and step 2.
+    fake = FakeModelService(repo, never_load={2})
+    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    grpc_server, target = start_fake(fake)
+    command = [sys.executable, "-m", "tlserve", "promote", "demo", "2", "--models-dir", str(repo),
+               "--server", target, "--load-timeout", "600"]  # fmt: skip
+    log_path = tmp_path / "promote.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 120
+        while len(fake.accepted) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert len(fake.accepted) == 2, log_path.read_text()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        grpc_server.stop(None)
+
+    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 1})
+    assert audit.read_records(repo) == []
+    # A model server (re)started on what the killed promote left behind accepts it and serves stable = 1.
+    with running_model_server(repo) as server:
+        assert served_version(server) == 1
+        # ...and promoting again from that state completes the interrupted move.
+        with ModelServer(server.target) as client:
+            move_label(repo, "demo", 2, options=MoveOptions(server=client, drain_s=0, load_timeout_s=60))
+        assert served_version(server) == 2
