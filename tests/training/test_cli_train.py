@@ -1,0 +1,115 @@
+"""`tlserve train` / `tlserve evaluate` and the config contract: TOML keys == flags, flags win, errors exit 2."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from tlserve import contract
+from tlserve.cli import build_parser, main
+from training.cli_train import train_config_from_args
+from training.config import TrainConfig
+
+SMALL_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--dense-units", "8"]
+
+
+def config_for(argv: list[str]) -> TrainConfig:
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_every_config_key_is_a_flag_of_train() -> None:
+    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # type: ignore[union-attr]
+    for item in fields(TrainConfig):
+        if item.name != "data":
+            assert "--" + item.name.replace("_", "-") in train_help, item.name
+
+
+def test_toml_file_sets_every_key_and_flags_override_it(tmp_path: Path) -> None:
+    path = tmp_path / "train.toml"
+    path.write_text(
+        'base = "resnet50"\nimage-size = 96\nepochs = 9\naugment = true\nlearning_rate = 0.01\nfine_tune_from = 4\n'
+    )
+    config = config_for(["data", "--config", str(path), "--epochs", "2", "--no-augment"])
+    assert config.base == "resnet50"
+    assert config.image_size == 96
+    assert config.learning_rate == 0.01
+    assert config.fine_tune_from == "4"
+    assert config.epochs == 2, "a flag beats the file"
+    assert config.augment is False, "--no-augment beats augment = true"
+
+
+def test_a_file_holding_every_default_gives_the_default_config(tmp_path: Path) -> None:
+    lines = []
+    for key, value in TrainConfig().to_dict().items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    (tmp_path / "all.toml").write_text("\n".join(lines) + "\n")
+    assert config_for(["--config", str(tmp_path / "all.toml")]) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("learning_rat = 0.1\n", "unknown key 'learning_rat'"),
+        ('epochs = "five"\n', "epochs must be a int"),
+        ('optimizer = "adagrad"\n', "--optimizer must be one of"),
+        ("image_size = 16\n", "--image-size must be at least 32"),
+        ("epochs = \n", "invalid TOML"),
+    ],
+)
+def test_bad_config_file_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, message: str
+) -> None:
+    (tmp_path / "bad.toml").write_text(toml)
+    (tmp_path / "data").mkdir()
+    code = main(["train", str(tmp_path / "data"), "--name", "x", "--config", str(tmp_path / "bad.toml")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_bad_flag_value_and_missing_data_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    assert main(["train", str(tmp_path / "data"), "--name", "x", "--dropout", "1.5"]) == 2
+    assert "--dropout must be in [0, 1)" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "nowhere"), "--name", "x"]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "data")]) == 2
+    assert "missing --name" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_publishes_a_version_and_evaluate_reads_it_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(tmp_path / "data", SampleSpec(classes=3, per_class=8, size=36, seed=2))
+    monkeypatch.setenv("TLSERVE_MODELS_DIR", str(tmp_path / "models"))
+    argv = ["train", str(tmp_path / "data"), "--name", "shapes", "--runs-dir", str(tmp_path / "runs"), "--json"]
+    assert main([*argv, *SMALL_FLAGS]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["version"] == 1
+    version_dir = tmp_path / "models" / "shapes" / "1"
+    assert Path(summary["path"]) == version_dir
+    metadata = json.loads((version_dir / contract.METADATA_FILE).read_text())
+    assert metadata["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    assert metadata["config"]["epochs"] == 1
+    assert metadata["data_fingerprint"]
+    assert (version_dir / contract.WARMUP_FILE).stat().st_size > 0
+
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", str(version_dir.parent), str(tmp_path / "data"), "--out", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["examples"] == 24
+    assert (out / "confusion_matrix.png").is_file()
+    assert (out / "report.md").read_text().startswith("# Evaluation")
+
+
+def test_evaluate_rejects_a_folder_without_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    assert main(["evaluate", str(tmp_path), str(tmp_path / "data")]) == 2
+    assert "neither a version directory" in capsys.readouterr().err
