@@ -90,6 +90,11 @@ class Batcher:
             thread.join(timeout=10)
         self._threads.clear()
 
+    def pending_rows(self) -> int:
+        """Rows waiting in queues (not yet taken by a batch thread)."""
+        with self._cond:
+            return sum(queue.rows for queue in self._queues.values())
+
     def submit(self, key: Hashable, inputs: Mapping[str, np.ndarray], run: RunFn, *, model_name: str = "") -> Arrays:
         size = _batch_rows(inputs)
         self.metrics.input_batch_size.observe(size, model_name)

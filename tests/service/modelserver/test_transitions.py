@@ -1,0 +1,152 @@
+"""Version transitions: new versions without restart, broken versions never replace good ones, label rules."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import text_format
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from tests.conftest import random_images
+from tests.support.modelserver import predict_request, running_model_server, wait_until_available
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.END
+
+
+def config_text(policy: str, labels: dict[str, int] | None = None) -> str:
+    label_lines = "".join(f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in (labels or {}).items())
+    return (
+        'model_config_list {\n  config {\n    name: "demo"\n    base_path: "demo"\n    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ {policy} }}\n{label_lines}  }}\n}}\n"
+    )
+
+
+def reload_request(models_dir: Path, policy: str, labels: dict[str, int] | None = None):
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(config_text(policy, labels), config)
+    config.model_config_list.config[0].base_path = str(models_dir / "demo")
+    return model_management_pb2.ReloadConfigRequest(config=config)
+
+
+def publish(exported_version: Path, models_dir: Path, version: int, *, break_it: bool = False) -> None:
+    """Drop a version in the way training/ does: a staging copy renamed into place."""
+    staging = models_dir / "demo" / f".staging-{version}"
+    shutil.copytree(exported_version, staging)
+    if break_it:
+        graph = staging / "saved_model.pb"
+        graph.write_bytes(graph.read_bytes()[:100])
+    staging.rename(models_dir / "demo" / str(version))
+
+
+def states(server, name: str = "demo") -> dict[int, int]:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    response = server.model_stub().GetModelStatus(request, timeout=30)
+    return {s.version: s.state for s in response.model_version_status}
+
+
+def wait_for(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def served_version(server, **spec) -> int:
+    response = server.prediction_stub().Predict(predict_request(random_images(1), **spec), timeout=30)
+    return response.model_spec.version.value
+
+
+def test_new_version_is_served_without_restart_and_old_one_unloaded(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    with running_model_server(models_dir) as server:
+        assert served_version(server) == 1
+        publish(exported_version, models_dir, 2)
+        wait_until_available(server.target, "demo", version=2)
+        assert served_version(server) == 2
+        wait_for(lambda: states(server).get(1) == END)
+        assert states(server) == {2: AVAILABLE, 1: END}
+
+
+def test_broken_version_never_replaces_the_working_one(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    with running_model_server(models_dir) as server:
+        publish(exported_version, models_dir, 2, break_it=True)
+        wait_for(lambda: states(server).get(2) == END)
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "demo"
+        request.model_spec.version.value = 2
+        failed = server.model_stub().GetModelStatus(request, timeout=30).model_version_status[0]
+        assert failed.status.error_code != 0
+        assert "Failed to load demo version 2" in failed.status.error_message
+        assert states(server)[1] == AVAILABLE
+        assert served_version(server) == 1
+        with pytest.raises(grpc.RpcError) as caught:
+            served_version(server, version=2)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_label_to_unloaded_version_is_refused_and_old_config_keeps_serving(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    (models_dir / "models.config").write_text(config_text("specific { versions: 1 }", {"stable": 1}))
+    with running_model_server(models_dir) as server:
+        publish(exported_version, models_dir, 2)
+        stub = server.model_stub()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.HandleReloadConfigRequest(
+                reload_request(models_dir, "specific { versions: 2 }", {"stable": 2}), timeout=60
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.details() == (
+            "Request to assign label to version 2 of model demo, which is not currently available for inference"
+        )
+        assert served_version(server, version_label="stable") == 1
+        assert states(server) == {1: AVAILABLE}
+
+
+def test_two_step_label_move_keeps_serving_and_ends_on_new_version(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    (models_dir / "models.config").write_text(config_text("specific { versions: 1 }", {"stable": 1}))
+    with running_model_server(models_dir) as server:
+        publish(exported_version, models_dir, 2)
+        stub = server.model_stub()
+        step1 = stub.HandleReloadConfigRequest(
+            reload_request(models_dir, "specific { versions: 1 versions: 2 }", {"stable": 1}), timeout=60
+        )
+        assert step1.status.error_code == 0
+        wait_until_available(server.target, "demo", version=2)
+        assert served_version(server, version_label="stable") == 1
+        stub.HandleReloadConfigRequest(
+            reload_request(models_dir, "specific { versions: 2 }", {"stable": 2}), timeout=60
+        )
+        assert served_version(server, version_label="stable") == 2
+        assert states(server) == {2: AVAILABLE, 1: END}
+
+
+def test_reload_without_a_model_unloads_it(model_repo):
+    models_dir = model_repo(versions=(1,))
+    with running_model_server(models_dir) as server:
+        empty = model_management_pb2.ReloadConfigRequest()
+        empty.config.model_config_list.SetInParent()
+        server.model_stub().HandleReloadConfigRequest(empty, timeout=60)
+        with pytest.raises(grpc.RpcError) as caught:
+            served_version(server)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reload_listing_a_model_twice_is_invalid_argument(model_repo):
+    models_dir = model_repo(versions=(1,))
+    with running_model_server(models_dir) as server:
+        request = reload_request(models_dir, "latest { num_versions: 1 }")
+        request.config.model_config_list.config.append(request.config.model_config_list.config[0])
+        with pytest.raises(grpc.RpcError) as caught:
+            server.model_stub().HandleReloadConfigRequest(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == "Illegal to list model demo multiple times in config list"
+        assert served_version(server) == 1
