@@ -1,0 +1,67 @@
+"""`tlserve sweep`: a grid over the [sweep] table, a comparison sorted by validation accuracy, --publish-best."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tlserve.cli import main
+from tlserve.contract import list_versions
+from training.config import ConfigError
+from training.sweep import grid, sweep_configs
+
+
+def test_grid_is_the_product_of_the_listed_values_in_file_order() -> None:
+    points = grid({"head": ["flatten", "gap"], "learning-rate": [0.1, 0.01], "epochs": 3})
+    assert points == [
+        {"head": "flatten", "learning_rate": 0.1, "epochs": 3},
+        {"head": "flatten", "learning_rate": 0.01, "epochs": 3},
+        {"head": "gap", "learning_rate": 0.1, "epochs": 3},
+        {"head": "gap", "learning_rate": 0.01, "epochs": 3},
+    ]
+
+
+def test_every_grid_point_is_validated_before_anything_runs() -> None:
+    with pytest.raises(ConfigError, match="--optimizer must be one of"):
+        sweep_configs({"sweep": {"optimizer": ["adam", "adagrad"]}}, {}, "sweep.toml")
+    with pytest.raises(ConfigError, match="unknown key 'layers'"):
+        sweep_configs({"sweep": {"layers": [1, 2]}}, {}, "sweep.toml")
+    with pytest.raises(ConfigError, match=r"\[sweep\] table"):
+        sweep_configs({"epochs": 1}, {}, "sweep.toml")
+
+
+@pytest.mark.slow
+def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=10, size=36, seed=4))
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        f'data = "{tmp_path / "data"}"\nname = "swept"\nweights = "none"\nimage_size = 32\n'
+        f'batch_size = 8\nepochs = 1\ndense_units = 8\nruns_dir = "{tmp_path / "runs"}"\n'
+        "[sweep]\nlearning_rate = [0.01, 0.0001]\n"
+    )
+    code = main(["sweep", str(config), "--models-dir", str(tmp_path / "models"), "--publish-best", "--json"])
+    assert code == 0
+    output = json.loads(capsys.readouterr().out)
+    runs = output["runs"]
+    assert [run["config"] for run in sorted(runs, key=lambda r: r["run"])] == [
+        {"learning_rate": 0.01},
+        {"learning_rate": 0.0001},
+    ]
+    accuracies = [run["val_accuracy"] for run in runs]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert output["published_version"] == 1
+    assert list_versions(tmp_path / "models" / "swept") == [1]
+    published = json.loads((tmp_path / "models" / "swept" / "1" / "assets.extra" / "metadata.json").read_text())
+    assert published["config"]["learning_rate"] == runs[0]["config"]["learning_rate"]
+    sweep_dir = Path(output["sweep_dir"])
+    with open(sweep_dir / "sweep.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["run"] for row in rows] == [run["run"] for run in runs]
+    assert (sweep_dir / "sweep.md").read_text().startswith("| rank | run | val acc")
