@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from tests.training.test_data_checks import bad_files, odd_files
 from tlserve.preprocessing import decode_and_resize
@@ -131,3 +133,12 @@ def test_empty_split_gives_an_empty_dataset() -> None:
 def test_labels_outside_the_classes_are_refused(sample_scan) -> None:
     with pytest.raises(ValueError, match="labels must lie in"):
         make_dataset(sample_scan.records, SIZE, 4, num_classes=2, shuffle=False, seed=0)
+
+
+def test_cmyk_jpeg_decodes_to_its_true_colours_without_conversion() -> None:
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:16, :, 0], rgb[16:, :, 1], rgb[:, :8, 2] = 200, 180, 90
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buffer, "JPEG", quality=95)  # PIL writes Adobe-style inverted CMYK
+    decoded = tf.io.decode_image(buffer.getvalue(), channels=3).numpy()
+    assert np.abs(decoded.astype(int) - rgb).max() <= 2
