@@ -1,10 +1,304 @@
-"""`tlserve` subcommands of this group (registered by tlserve.cli)."""
+"""`tlserve serve` (the gateway, with the embedded model server as a child process) and `tlserve predict` (a client).
+
+Without `--upstream`, `serve` starts `tlserve model-server` on the same models/ as a child, waits for its
+"listening" line, runs the gateway in this process, and stops the child on exit or SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
+
+from tlserve.console import CommandError
+
+if TYPE_CHECKING:
+    from service.gateway.client import Prediction
+    from service.gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+MODEL_SERVER_READY_TIMEOUT_S = 300.0  # loading + warming up a VGG16 on a busy CPU takes a while
+MODEL_SERVER_STOP_TIMEOUT_S = 15.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this group's subcommands."""
+    """Add `serve` and `predict`."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the gateway (HTTP + gRPC), with the embedded model server unless --upstream is given",
+        description="Serve models/ over HTTP (/predict, TF-Serving REST) and gRPC (tensorflow.serving.*). "
+        "Without --upstream the embedded model server runs as a child process and stops with the gateway.",
+    )
+    serve.add_argument("--models-dir", type=Path, default=Path(os.environ.get("TLSERVE_MODELS_DIR", "models")))
+    serve.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        default=os.environ.get("TLSERVE_UPSTREAM"),
+        help="use this model server (TF Serving in production) instead of starting the embedded one",
+    )
+    # None = TLSERVE_HTTP_PORT / TLSERVE_GRPC_PORT or the Settings defaults (8000 / 8500).
+    serve.add_argument("--http-port", type=_port, default=None, help="default 8000")
+    serve.add_argument("--grpc-port", type=_port, default=None, help="default 8500")
+    serve.add_argument(
+        "--model-server-port",
+        type=_port,
+        default=int(os.environ.get("TLSERVE_MODEL_SERVER_PORT", "8600")),
+        help="port of the embedded model server (default 8600)",
+    )
+    serve.set_defaults(handler=run_serve)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="classify image files through a running gateway (HTTP or gRPC)",
+        description="Print the top-k labels of each image, asked over HTTP (default) or gRPC.",
+    )
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    target = predict.add_mutually_exclusive_group()
+    target.add_argument("--url", default=None, help="gateway HTTP URL (default http://localhost:8000)")
+    target.add_argument("--grpc", metavar="HOST:PORT", default=None, help="ask a gateway or TF Serving over gRPC")
+    predict.add_argument(
+        "--model",
+        default=os.environ.get("TLSERVE_DEFAULT_MODEL"),
+        help="model name (default: the gateway's default model over HTTP, 'demo' over gRPC)",
+    )
+    predict.add_argument("--top-k", type=_positive, default=3)
+    predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    predict.set_defaults(handler=run_predict)
+
+
+def _port(text: str) -> int:
+    port = _positive(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def split_host_port(target: str) -> tuple[str, int]:
+    """'host:port' → (host, port), or a one-line CommandError."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"expected HOST:PORT, got {target!r}")
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- serve
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Check the ports, start the model server child if needed, run the gateway until it stops."""
+    embedded = args.upstream is None
+    if embedded and not args.models_dir.is_dir():
+        raise CommandError(f"models directory not found: {args.models_dir}")
+    upstream = f"{LOOPBACK}:{args.model_server_port}" if embedded else args.upstream
+    split_host_port(upstream)
+    settings = _gateway_settings(args, upstream)
+    ports = {"--http-port": settings.http_port, "--grpc-port": settings.grpc_port}
+    if embedded:
+        ports["--model-server-port"] = args.model_server_port
+    _check_ports_free(ports)
+    try:
+        with _sigterm_raises():
+            if not embedded:
+                return _run_gateway(settings)
+            with embedded_model_server(args.models_dir, args.model_server_port, verbose=args.verbose):
+                return _run_gateway(settings)
+    except _Terminated:
+        logger.info("terminated before the gateway started")
+        return 0
+
+
+def _gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
+    """`TLSERVE_*` environment, overridden by the flags given on the command line."""
+    from pydantic import ValidationError
+
+    from service.gateway.settings import Settings
+
+    overrides: dict[str, Any] = {"upstream": upstream}
+    if args.http_port is not None:
+        overrides["http_port"] = args.http_port
+    if args.grpc_port is not None:
+        overrides["grpc_port"] = args.grpc_port
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CommandError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _run_gateway(settings: Settings) -> int:
+    """Run HTTP + gRPC in this process until SIGTERM/SIGINT (service.gateway.server owns graceful shutdown)."""
+    from service.gateway.server import serve_forever
+
+    logger.info("gateway: http :%d, grpc :%d, upstream %s", settings.http_port, settings.grpc_port, settings.upstream)
+    try:
+        serve_forever(settings)
+    except OSError as exc:
+        raise CommandError(f"the gateway could not start: {exc.strerror or exc}") from None
+    return 0
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    if len(set(ports.values())) < len(ports):
+        raise CommandError(f"ports must differ: {', '.join(f'{flag} {port}' for flag, port in ports.items())}")
+    for flag, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # Same option as the servers use, so a TIME_WAIT leftover is not mistaken for a listener.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("", port))
+            except OSError:
+                raise CommandError(f"port {port} ({flag}) is already in use") from None
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived before the gateway installed its own graceful handler."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception while starting up, so `finally` blocks stop the child process."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def embedded_model_server(models_dir: Path, port: int, *, verbose: bool = False) -> Iterator[str]:
+    """Run `tlserve model-server` as a child until the block exits; yields its gRPC target once it listens."""
+    command = [sys.executable, "-m", "tlserve"]
+    command += ["-v"] if verbose else []
+    command += ["model-server", "--models-dir", str(models_dir), "--port", str(port)]
+    logger.info("starting the embedded model server on port %d", port)
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        # Own session: a terminal's Ctrl-C reaches only the gateway, which then stops the child in order.
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+    try:
+        _wait_until_listening(child)
+        yield f"{LOOPBACK}:{port}"
+    finally:
+        stop_child(child)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the gateway is SIGKILLed, so no model server is orphaned."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _wait_until_listening(child: subprocess.Popen[str]) -> None:
+    listening = threading.Event()
+    assert child.stdout is not None
+    relay = threading.Thread(target=_relay_output, args=(child.stdout, listening), daemon=True)
+    relay.start()
+    waited = 0.0
+    while not listening.wait(0.2):
+        waited += 0.2
+        code = child.poll()
+        if code is not None:
+            raise CommandError(f"the embedded model server exited with code {code} before listening (see above)")
+        if waited > MODEL_SERVER_READY_TIMEOUT_S:
+            raise CommandError(f"the embedded model server did not listen within {MODEL_SERVER_READY_TIMEOUT_S:.0f}s")
+
+
+def _relay_output(stream: IO[str], listening: threading.Event) -> None:
+    """Copy the child's stdout to ours (keeps its pipe drained) and flag its "listening" line."""
+    for line in stream:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        if "listening" in line.lower():
+            listening.set()
+
+
+def stop_child(child: subprocess.Popen[str]) -> None:
+    """SIGTERM, a grace period, then SIGKILL."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(MODEL_SERVER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("the embedded model server ignored SIGTERM; killing it")
+            child.kill()
+            child.wait()
+    logger.info("embedded model server stopped (exit code %s)", child.returncode)
+
+
+# ---------------------------------------------------------------- predict
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Read the files first (a bad path costs no request), then ask the gateway, one line per image."""
+    from service.gateway import client
+
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the answers
+    images = [(str(path), _read_image(path)) for path in args.images]
+    ask: client.HttpClient | client.GrpcClient
+    if args.grpc is not None:
+        split_host_port(args.grpc)
+        # A gRPC PredictRequest must name its model; "demo" is the gateway's default model too.
+        ask = client.GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
+    else:
+        ask = client.HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)
+    failures = 0
+    with ask:
+        for name, data in images:
+            try:
+                prediction = ask.predict(data, filename=Path(name).name, top_k=args.top_k)
+            except client.RejectedImage as exc:
+                print(f"{name}: error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            except client.ServerError as exc:
+                raise CommandError(str(exc)) from None
+            print(format_prediction(name, prediction))
+    return 2 if failures else 0
+
+
+def _read_image(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CommandError(f"no such file: {path}") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def format_prediction(name: str, prediction: Prediction) -> str:
+    """`cat.png  circle 0.9712  square 0.0201  triangle 0.0087  (demo v3)`"""
+    ranked = "  ".join(f"{scored.label} {scored.score:.4f}" for scored in prediction.top_k)
+    return f"{name}  {ranked}  ({prediction.model} v{prediction.version})"
