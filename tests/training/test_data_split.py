@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import encode_image
 from training.data import DatasetError, scan_dataset
-from training.data.split import assign_splits, leaked_copies, split_for_path
+from training.data.split import assign_splits, resolve_given_splits, split_for_path
 
 VAL, TEST = 0.2, 0.2
 paths = st.text(alphabet="abcdefgh/_.", min_size=1, max_size=12)
@@ -59,13 +59,15 @@ def test_identical_bytes_never_land_in_two_splits(files) -> None:
 @given(files=datasets, given_split=st.lists(st.sampled_from(["train", "val", "test"]), min_size=40, max_size=40))
 def test_given_splits_drop_copies_from_the_later_split(files, given_split) -> None:
     given = {path: given_split[index] for index, path in enumerate(files)}
-    leaked = leaked_copies(_pairs(files), given)
+    duplicates, leaked = resolve_given_splits(_pairs(files), given)
     kept: dict[str, set[str]] = {}
     for path, content in files.items():
         if path not in leaked:
             kept.setdefault(content, set()).add(given[path])
     assert all(len(found) == 1 for found in kept.values())
     assert set(kept) == set(files.values())  # every content keeps at least one copy
+    assert all(given[duplicates[path]] == given[path] for path in duplicates)
+    assert not set(duplicates) & set(leaked)
 
 
 def test_fractions_are_respected_on_many_paths() -> None:
@@ -130,6 +132,7 @@ def test_train_val_test_folders_are_used_as_given(tmp_path: Path) -> None:
     assert [(bad.rel_path, bad.reason) for bad in scan.bad] == [
         ("test/cat/copy-of-train.png", "duplicate across splits (same bytes as train/cat/1.png)"),
     ]
+    assert scan.duplicates == []  # the only copy left the dataset; nothing is "kept beside its twin"
 
 
 def test_a_class_named_test_is_not_mistaken_for_a_split(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from training.data.checks import DEFAULT_MAX_PIXELS, Verdict, inspect_image
 from training.data.layout import DatasetError, FoundFile, Layout, find_images
-from training.data.split import SPLITS, assign_splits, check_fractions, group_by_content, leaked_copies
+from training.data.split import SPLITS, assign_splits, check_fractions, resolve_given_splits
 
 logger = logging.getLogger(__name__)
 
@@ -132,17 +132,8 @@ def _assign(layout: Layout, usable: list[_Checked], val_fraction: float, test_fr
         splits, duplicates = assign_splits(pairs, val_fraction, test_fraction)
         return _Assignment(splits, duplicates, {})
     given = {item.found.rel_path: item.found.given_split or "train" for item in usable}
-    leaked = leaked_copies(pairs, given)
-    duplicates = {rel_path: paths[0] for rel_path, paths in _copies(pairs).items()}
+    duplicates, leaked = resolve_given_splits(pairs, given)
     return _Assignment(given, duplicates, leaked)
-
-
-def _copies(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
-    copies = {}
-    for paths in group_by_content(pairs).values():
-        for rel_path in paths[1:]:
-            copies[rel_path] = paths
-    return copies
 
 
 def _build(root: Path, layout: Layout, checked: list[_Checked], assignment: _Assignment) -> DatasetScan:

@@ -66,16 +66,19 @@ def assign_splits(
     return splits, duplicates
 
 
-def leaked_copies(files: Sequence[tuple[str, str]], given: Mapping[str, str]) -> dict[str, str]:
-    """With splits given on disk: each copy that must leave its split → the kept path it duplicates.
+def resolve_given_splits(
+    files: Sequence[tuple[str, str]], given: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """With splits given on disk: (duplicate kept in the same split → its first copy, leaked copy → the kept path).
 
-    Within a content group the copies in the earliest split (train, then val, then test) are kept.
+    Within a content group the copies in the earliest split (train, then val, then test) are kept; copies in a
+    later split leak the training data into evaluation and must be dropped.
     """
+    duplicates: dict[str, str] = {}
     leaked: dict[str, str] = {}
     for paths in group_by_content(files).values():
-        ranked = sorted(paths, key=lambda rel_path: (_SPLIT_PRIORITY[given[rel_path]], rel_path))
-        keep_split = given[ranked[0]]
-        for rel_path in ranked:
-            if given[rel_path] != keep_split:
-                leaked[rel_path] = ranked[0]
-    return leaked
+        anchor, *others = sorted(paths, key=lambda rel_path: (_SPLIT_PRIORITY[given[rel_path]], rel_path))
+        for rel_path in others:
+            target = duplicates if given[rel_path] == given[anchor] else leaked
+            target[rel_path] = anchor
+    return duplicates, leaked
