@@ -35,6 +35,7 @@ from tlserve.contract import (
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+MAX_VERSION = 2**63 - 1  # versions are int64 on the wire
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def make_target(name: str, version: int | None = None, label: str | None = None)
         raise NotFound(f"model name {name!r} is not valid")
     if version is not None and label is not None:
         raise BadRequest("choose a version or a label, not both")
-    if version is not None and version < 1:
+    if version is not None and not 1 <= version <= MAX_VERSION:
         raise NotFound(f"model {name!r} has no version {version}")
     if label is not None and not LABEL_PATTERN.match(label):
         raise NotFound(f"model {name!r} has no label {label!r}")
