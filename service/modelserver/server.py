@@ -77,6 +77,7 @@ class ModelServer:
         self._rest: Any = None
         self._tasks: list[PeriodicTask] = []
         self._config_text: str | None = None
+        self.last_config_error: str | None = None  # why the last polled config change was refused
         self._stopped = threading.Event()
 
     # ---- assembly ------------------------------------------------------------------------------------------
@@ -90,6 +91,8 @@ class ModelServer:
             return config, settings.model_config_file.parent.resolve()
         if settings.model_name and settings.model_base_path is not None:
             return single_model_config(settings.model_name, settings.model_base_path), Path.cwd()
+        if not settings.models_dir.is_dir():
+            logger.warning("models directory %s does not exist; serving no models", settings.models_dir)
         return models_dir_config(settings.models_dir), settings.models_dir.resolve()
 
     def start(self) -> int:
@@ -126,9 +129,13 @@ class ModelServer:
             options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
         )
         add_servicers(server, core)
-        port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio raises this when the address is taken
+            raise ServingError(f"cannot bind gRPC port {address}: {exc}") from exc
         if port == 0:
-            raise ServingError(f"cannot bind gRPC port {self.settings.host}:{self.settings.port}")
+            raise ServingError(f"cannot bind gRPC port {address}")
         server.start()
         self._grpc_server = server
         return int(port)
@@ -166,6 +173,7 @@ class ModelServer:
             self.manager.apply_config(read_model_server_config(path))
         except ServingError as exc:
             logger.error("not applying changed %s: %s", path, exc.message)
+            self.last_config_error = exc.message
         self._config_text = text
 
     # ---- shutdown ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ def test_model_server_process_serves_and_stops_cleanly_on_sigterm(module_repo, t
         assert server.process is not None
         assert stop_process(server.process) == 0
     log = (tmp_path / "server.log").read_text()
+    assert "warmed up demo version 1 with 4 requests" in log  # 3 single-image records + 1 batch of 3
     assert "demo version 1 is AVAILABLE" in log
     assert "unloaded demo version 1" in log
 

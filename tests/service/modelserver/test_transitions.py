@@ -150,3 +150,30 @@ def test_reload_listing_a_model_twice_is_invalid_argument(model_repo):
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details() == "Illegal to list model demo multiple times in config list"
         assert served_version(server) == 1
+
+
+def test_polled_config_file_change_is_applied(model_repo, exported_version):
+    models_dir = model_repo(versions=(1, 2))
+    config_file = models_dir / "models.config"
+    config_file.write_text(config_text("specific { versions: 1 }"))
+    with running_model_server(
+        models_dir, model_config_file=config_file, model_config_file_poll_wait_seconds=0.2
+    ) as server:
+        assert served_version(server) == 1
+        config_file.write_text(config_text("specific { versions: 1 versions: 2 }"))
+        wait_until_available(server.target, "demo", version=2)
+        assert served_version(server) == 2
+
+
+def test_polled_config_file_with_label_to_unloaded_version_is_not_applied(model_repo, exported_version):
+    models_dir = model_repo(versions=(1, 2))
+    config_file = models_dir / "models.config"
+    config_file.write_text(config_text("specific { versions: 1 }", {"stable": 1}))
+    with running_model_server(
+        models_dir, model_config_file=config_file, model_config_file_poll_wait_seconds=0.2
+    ) as server:
+        config_file.write_text(config_text("specific { versions: 2 }", {"stable": 2}))
+        wait_for(lambda: server.server.last_config_error is not None)
+        assert "not currently available for inference" in server.server.last_config_error
+        assert server.server.manager.snapshot()["demo"]["labels"] == {"stable": 1}
+        assert served_version(server, version_label="stable") == 1
