@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import encode_image
@@ -229,3 +231,37 @@ def test_folder_without_class_folders_exits_2(tmp_path: Path, capsys) -> None:
     assert "no class sub-folders" in capsys.readouterr().err
     with pytest.raises(DatasetError):
         scan_dataset(tmp_path, progress=False)
+
+
+def _valid_images() -> list[tuple[str, bytes]]:
+    image = Image.fromarray(PIXELS)
+    return [
+        (".jpg", encode_image(PIXELS, "JPEG")),
+        (".png", encode_image(PIXELS)),
+        (".gif", _animated_gif()),
+        (".bmp", _save(image, "BMP")),
+        (".tif", _save(image, "TIFF")),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    which=st.integers(0, 4),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=4),
+)
+def test_damaged_files_are_judged_without_raising_and_usable_ones_really_decode(which, cut, flips) -> None:
+    import tensorflow as tf
+
+    from tlserve.preprocessing import decode_and_resize
+    from training.data.checks import to_png_bytes
+
+    suffix, data = _valid_images()[which]
+    damaged = bytearray(data[: max(0, int(len(data) * cut))] if cut < 0.98 else data)
+    for position, value in flips:
+        if damaged:
+            damaged[int(position * (len(damaged) - 1))] = value
+    verdict = inspect_image(bytes(damaged), suffix)  # never raises, whatever the bytes
+    if verdict.usable:  # then the training pipeline's decode must succeed on what it will be fed
+        fed = to_png_bytes(bytes(damaged)) if verdict.needs_conversion else bytes(damaged)
+        assert decode_and_resize(tf.constant(fed), 16).shape == (16, 16, 3)

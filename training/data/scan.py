@@ -166,7 +166,8 @@ def scan_dataset(
 ) -> DatasetScan:
     """Check every image under `root` and split the usable ones; raises DatasetError for an unusable folder.
 
-    The fractions are ignored when `root` has train/ and val/ (or validation/) and test/ folders.
+    The fractions are ignored when the visible folders of `root` are train/ plus val/ (or validation/)
+    and/or test/: those splits are used as given.
     """
     try:
         check_fractions(val_fraction, test_fraction)
