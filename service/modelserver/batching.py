@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.modelserver.errors import InvalidArgument, ResourceExhausted, ServingError
+from service.modelserver.errors import InvalidArgument, ResourceExhausted, ServingError, Unavailable
 from service.modelserver.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,11 @@ class Batcher:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
+        with self._cond:
+            leftovers = [task for queue in self._queues.values() for task in queue.tasks]
+            self._queues.clear()
+        for task in leftovers:  # never leave a caller blocked on a batch that will not run
+            task.future.set_exception(Unavailable("batch scheduler stopped"))
 
     def pending_rows(self) -> int:
         """Rows waiting in queues (not yet taken by a batch thread)."""
@@ -104,7 +109,7 @@ class Batcher:
         task = _Task(inputs, size, run, model_name, time.monotonic())
         with self._cond:
             if self._stopping:
-                raise ServingError("batch scheduler is shutting down")
+                raise Unavailable("batch scheduler is shutting down")
             queue = self._queues.setdefault(key, _Queue())
             if queue.rows + size > self.options.max_batch_size * self.options.max_enqueued_batches:
                 raise ResourceExhausted(QUEUE_FULL_MESSAGE)

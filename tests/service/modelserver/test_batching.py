@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from service.modelserver.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
 from service.modelserver.batching_config import parse_batching_parameters
-from service.modelserver.errors import InvalidArgument, ResourceExhausted
+from service.modelserver.errors import InvalidArgument, ResourceExhausted, Unavailable
 from tests.conftest import random_images
 from tests.support.modelserver import predict_request, running_model_server
 
@@ -141,3 +141,18 @@ def test_grpc_batching_merges_clients_and_isolates_a_bad_image(module_repo, tmp_
     assert results[3] == grpc.StatusCode.INVALID_ARGUMENT
     for row, result in enumerate(results[:3]):
         assert np.max(np.abs(result[0] - expected["probabilities"].numpy()[row])) <= 1e-6
+
+
+def test_stopping_fails_queued_requests_instead_of_leaving_them_blocked():
+    options = BatchingOptions(max_batch_size=2, batch_timeout_micros=60_000_000, num_batch_threads=1)
+    scheduler = Batcher(options)
+    scheduler.start()
+    calls: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(scheduler.submit, KEY, {"x": np.array([1.0])}, doubling_run(calls))
+        while scheduler.pending_rows() < 1:
+            threading.Event().wait(0.01)
+        scheduler.stop()
+        with pytest.raises(Unavailable):
+            waiting.result(30)
+    assert calls == []
