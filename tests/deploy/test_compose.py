@@ -1,0 +1,132 @@
+"""deploy/compose.yaml (+ compose.cpu.yaml): parses, points at files that exist, and follows the port contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.tools import DEPLOY
+
+COMPOSE = DEPLOY / "compose.yaml"
+COMPOSE_CPU = DEPLOY / "compose.cpu.yaml"
+
+
+class Reset:
+    """Compose's `!reset` tag: drop the value inherited from the files before."""
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader plus the merge tags Docker Compose understands."""
+
+
+ComposeLoader.add_constructor("!reset", lambda loader, node: Reset())
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=ComposeLoader)
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Compose's rule for -f a -f b: mappings merge key by key, `!reset` removes, anything else replaces."""
+    if isinstance(override, Reset):
+        return Reset()
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge(base.get(key), value)
+        return {key: value for key, value in merged.items() if not isinstance(value, Reset)}
+    return override
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load(COMPOSE)
+
+
+def bind_sources(service: dict[str, Any]) -> list[Path]:
+    """Host paths of bind mounts (short syntax "src:dst[:mode]" whose src is a path, not a named volume)."""
+    sources = []
+    for volume in service.get("volumes", []):
+        source = volume.split(":", 1)[0]
+        if source.startswith((".", "/")):
+            sources.append((DEPLOY / source).resolve())
+    return sources
+
+
+def test_every_bind_mount_and_build_context_exists(compose: dict[str, Any]) -> None:
+    checked = 0
+    for name, service in compose["services"].items():
+        for source in bind_sources(service):
+            assert source.exists(), f"service {name} mounts {source}, which does not exist"
+            checked += 1
+        if "build" in service:
+            context = (DEPLOY / service["build"]["context"]).resolve()
+            assert (context / "Dockerfile").is_file()
+            assert f"AS {service['build']['target']}" in (context / "Dockerfile").read_text()
+    assert checked >= 6
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if not source.startswith((".", "/")):
+                assert source in compose["volumes"]
+
+
+def test_tf_serving_gets_config_batching_monitoring_and_a_gpu(compose: dict[str, Any]) -> None:
+    tfserving = compose["services"]["tfserving"]
+    assert tfserving["image"].startswith("tensorflow/serving:")
+    assert tfserving["image"].endswith("-gpu")
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in tfserving["command"])
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in tfserving["volumes"]}
+    assert flags["model_config_file"] == "/models/models.config"
+    assert (DEPLOY / mounts["/models"] / "models.config").is_file()
+    assert int(flags["model_config_file_poll_wait_seconds"]) > 0
+    assert flags["enable_batching"] == "true"
+    for flag, expected in (
+        ("batching_parameters_file", "batching_parameters.txt"),
+        ("monitoring_config_file", "monitoring_config.txt"),
+    ):
+        assert Path(mounts[flags[flag]]).name == expected
+    (device,) = tfserving["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"]
+
+
+def test_gateway_follows_the_port_and_upstream_contract(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == [
+        "serve",
+        "--upstream",
+        "tfserving:8500",
+        "--http-port",
+        "8000",
+        "--grpc-port",
+        "8500",
+    ]
+    assert gateway["environment"]["TLSERVE_UPSTREAM"] == "tfserving:8500"
+    assert {"8000:8000", "8500:8500"} <= set(gateway["ports"])
+    assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_prometheus_and_grafana_get_their_provisioning(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert (DEPLOY / "monitoring" / "prometheus" / "prometheus.yml").is_file()
+    grafana = compose["services"]["grafana"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith("/etc/grafana/dashboards/")
+    assert (DEPLOY / "monitoring" / "grafana" / "dashboards" / Path(home).name).is_file()
+
+
+def test_cpu_variant_drops_the_gpu_and_keeps_the_rest(compose: dict[str, Any]) -> None:
+    merged = merge(compose, load(COMPOSE_CPU))
+    tfserving = merged["services"]["tfserving"]
+    assert "deploy" not in tfserving
+    assert tfserving["image"].startswith("tensorflow/serving:")
+    assert not tfserving["image"].endswith("-gpu")
+    assert tfserving["command"] == compose["services"]["tfserving"]["command"]
+    assert merged["services"].keys() == compose["services"].keys()

@@ -1,0 +1,177 @@
+"""deploy/k8s: every overlay renders with kustomize, passes `kubernetes-validate --strict`, and wires up as designed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import OVERLAYS, find, load_documents
+from tests.deploy.tools import find_tool, run
+
+# A current Kubernetes release whose schemas kubernetes-validate ships.
+KUBERNETES_VERSION = "1.35.0"
+VARIANTS = (*OVERLAYS, *(f"{overlay}+servicemonitor" for overlay in OVERLAYS))
+
+
+def pod_spec(workload: dict) -> dict:
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload: dict, name: str) -> dict:
+    return next(item for item in pod_spec(workload)["containers"] if item["name"] == name)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_overlay_passes_strict_schema_validation(rendered: dict[str, Path], variant: str) -> None:
+    output = run(
+        [find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, rendered[variant]], timeout=180
+    )
+    assert "passed for resource deployment/tfserving" in output
+    assert "passed for resource cronjob/retrain-and-promote" in output
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered: dict[str, Path], tmp_path: Path) -> None:
+    """Guards the check above: a typo in a manifest must fail it, not pass quietly."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(rendered["cpu"].read_text().replace("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1))
+    with pytest.raises(pytest.fail.Exception, match="readOnlyRootFilesytem"):
+        run([find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, broken], timeout=180)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_servicemonitors_select_existing_service_ports(rendered: dict[str, Path], overlay: str) -> None:
+    """kubernetes-validate has no schema for the Prometheus Operator's CRDs; check their references instead."""
+    documents = load_documents(rendered[f"{overlay}+servicemonitor"])
+    monitors = [doc for doc in documents if doc["kind"] == "ServiceMonitor"]
+    assert {monitor["metadata"]["name"] for monitor in monitors} == {"gateway", "tfserving"}
+    for monitor in monitors:
+        assert monitor["metadata"]["namespace"] == "tlserve"
+        service = find(documents, "Service", monitor["metadata"]["name"])
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= service["metadata"]["labels"].items()
+        port_names = {port["name"] for port in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names
+    assert find(documents, "ServiceMonitor", "tfserving")["spec"]["endpoints"][0]["path"] == (
+        "/monitoring/prometheus/metrics"
+    )
+
+
+def test_gpu_overlay_puts_tf_serving_and_retraining_on_gpu_nodes(rendered: dict[str, Path]) -> None:
+    documents = load_documents(rendered["gpu"])
+    for kind, name, container_name in (("Deployment", "tfserving", "tfserving"), ("CronJob", "retrain", "retrain")):
+        workload = find(documents, kind, name)
+        assert container(workload, container_name)["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert pod_spec(workload)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod_spec(workload)["tolerations"][0]["key"] == "nvidia.com/gpu"
+    tfserving = find(documents, "Deployment", "tfserving")
+    assert container(tfserving, "tfserving")["image"].endswith("-gpu")
+
+
+def test_cpu_overlay_asks_for_no_gpu(rendered: dict[str, Path]) -> None:
+    text = rendered["cpu"].read_text()
+    assert "nvidia.com/gpu" not in text
+    tfserving = find(load_documents(rendered["cpu"]), "Deployment", "tfserving")
+    image = container(tfserving, "tfserving")["image"]
+    assert image.startswith("tensorflow/serving:")
+    assert not image.endswith("-gpu")
+
+
+def test_tf_serving_reads_the_mounted_config_files(rendered: dict[str, Path]) -> None:
+    documents = load_documents(rendered["gpu"])
+    tfserving = find(documents, "Deployment", "tfserving")
+    main = container(tfserving, "tfserving")
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in main["args"])
+    assert flags["port"] == "8500"
+    assert flags["rest_api_port"] == "8501"
+    assert flags["enable_batching"] == "true"
+    mounts = {mount["name"]: mount["mountPath"] for mount in main["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod_spec(tfserving)["volumes"]}
+    config_map = find(documents, "ConfigMap", "tfserving-config")
+    assert volumes["tfserving-config"]["configMap"]["name"] == config_map["metadata"]["name"]
+    for flag in ("batching_parameters_file", "monitoring_config_file"):
+        directory, _, key = flags[flag].rpartition("/")
+        assert directory == mounts["tfserving-config"]
+        assert key in config_map["data"]
+    assert flags["model_config_file"] == f"{mounts['models']}/models.config"
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "tlserve-models"
+    ports = {port["name"]: port["port"] for port in find(documents, "Service", "tfserving")["spec"]["ports"]}
+    assert ports == {"grpc": 8500, "http": 8501}
+
+
+def test_tf_serving_probes_check_the_model_and_the_grpc_health_service(rendered: dict[str, Path]) -> None:
+    main = container(find(load_documents(rendered["gpu"]), "Deployment", "tfserving"), "tfserving")
+    assert "--enable_grpc_healthcheck_service=true" in main["args"]
+    assert main["readinessProbe"]["httpGet"]["path"] == "/v1/models/demo"
+    assert main["livenessProbe"]["grpc"]["port"] == 8500
+    assert main["startupProbe"]["failureThreshold"] * main["startupProbe"]["periodSeconds"] >= 300
+
+
+def test_gateway_runs_locked_down_with_probes_and_settings(rendered: dict[str, Path]) -> None:
+    documents = load_documents(rendered["gpu"])
+    gateway = find(documents, "Deployment", "gateway")
+    main = container(gateway, "gateway")
+    assert main["args"][:3] == ["serve", "--upstream", "$(TLSERVE_UPSTREAM)"]
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert pod_spec(gateway)["securityContext"]["runAsNonRoot"] is True
+    assert len(pod_spec(gateway)["topologySpreadConstraints"]) == 2
+    settings = find(documents, "ConfigMap", "gateway-env")
+    assert main["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
+    assert settings["data"]["TLSERVE_UPSTREAM"] == "tfserving:8500"
+    api_keys = next(item for item in main["env"] if item["name"] == "TLSERVE_API_KEYS")
+    assert api_keys["valueFrom"]["secretKeyRef"] == {"name": "tlserve-api-keys", "key": "api-keys"}
+
+
+def test_gateway_scales_and_survives_disruptions(rendered: dict[str, Path]) -> None:
+    documents = load_documents(rendered["cpu"])
+    hpa = find(documents, "HorizontalPodAutoscaler", "gateway")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = find(documents, "PodDisruptionBudget", "gateway")
+    gateway = find(documents, "Deployment", "gateway")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_only_gateway_and_retrain_job_reach_tf_serving(rendered: dict[str, Path]) -> None:
+    documents = load_documents(rendered["cpu"])
+    policy = find(documents, "NetworkPolicy", "tfserving-ingress")
+    tfserving = find(documents, "Deployment", "tfserving")
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= tfserving["spec"]["template"]["metadata"]["labels"].items()
+    )
+    allowed = [peer["podSelector"]["matchLabels"] for peer in policy["spec"]["ingress"][0]["from"]]
+    gateway_labels = find(documents, "Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    trainer_labels = find(documents, "CronJob", "retrain")["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert any(selector.items() <= gateway_labels.items() for selector in allowed)
+    assert any(selector.items() <= trainer_labels.items() for selector in allowed)
+    assert len(allowed) == 2
+
+
+def test_retrain_cronjob_runs_documented_command_on_the_models_volume(rendered: dict[str, Path]) -> None:
+    cronjob = find(load_documents(rendered["cpu"]), "CronJob", "retrain-and-promote")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    main = container(cronjob, "retrain")
+    assert main["image"].startswith("tlserve-trainer:")
+    assert main["args"][:2] == ["retrain", "/data"]
+    assert "--promote-if-better" in main["args"]
+    env = {item["name"]: item["value"] for item in main["env"]}
+    assert env["TLSERVE_MODEL_SERVER"] == "tfserving:8500"
+    claims = {
+        volume["persistentVolumeClaim"]["claimName"]
+        for volume in pod_spec(cronjob)["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    assert claims == {"tlserve-models", "tlserve-training-data"}
