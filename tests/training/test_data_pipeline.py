@@ -142,3 +142,21 @@ def test_cmyk_jpeg_decodes_to_its_true_colours_without_conversion() -> None:
     Image.fromarray(rgb).convert("CMYK").save(buffer, "JPEG", quality=95)  # PIL writes Adobe-style inverted CMYK
     decoded = tf.io.decode_image(buffer.getvalue(), channels=3).numpy()
     assert np.abs(decoded.astype(int) - rgb).max() <= 2
+
+
+def test_exported_model_on_raw_odd_files_matches_the_model_on_pipeline_pixels(
+    dirty_scan, exported_version: Path, tiny_classifier
+) -> None:
+    from tests.conftest import IMAGE_SIZE
+    from tlserve import contract
+
+    records = [record for record in dirty_scan.records if not record.needs_conversion]
+    assert {"circle/cmyk.jpg", "circle/animated.gif", "square/deep.png", "square/palette.png"} <= {
+        record.rel_path for record in records
+    }
+    pixels, _ = _all(make_dataset(records, IMAGE_SIZE, 8, num_classes=2, shuffle=False, seed=0))
+    in_process = tiny_classifier(pixels, training=False).numpy()
+    serve = tf.saved_model.load(str(exported_version)).signatures[contract.SIGNATURE_BYTES]
+    raw = tf.constant([record.path.read_bytes() for record in records])
+    served = serve(**{contract.INPUT_BYTES: raw})[contract.OUTPUT_PROBABILITIES].numpy()
+    assert np.abs(served - in_process).max() <= 1e-6
