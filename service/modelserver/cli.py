@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--no-model-warmup", action="store_true", help="skip assets.extra/tf_serving_warmup_requests")
     parser.add_argument("--allow-version-labels-for-unavailable-models", action="store_true")
+    parser.add_argument("--max-num-load-retries", type=int, default=5, help="retries of a version that failed to load")
+    parser.add_argument("--load-retry-interval-micros", type=int, default=60_000_000, help="wait between load retries")
     parser.add_argument("--grpc-max-threads", type=int, default=16)
     parser.set_defaults(handler=run_model_server)
 
@@ -74,6 +76,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
             batching_parameters_file=args.batching_parameters_file,
             enable_model_warmup=not args.no_model_warmup,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval_s=args.load_retry_interval_micros / 1e6,
             grpc_max_threads=args.grpc_max_threads,
         )
     except ValidationError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class VersionStatus:
     state: State
     error: ServingError | None = None
     servable: Servable | None = None
+    failed_attempts: int = 0
+    failed_at: float = 0.0
 
 
 @dataclass
@@ -64,8 +67,17 @@ def describe_request(name: str, version: int | None) -> str:
 class ModelManager:
     """Thread-safe registry of model versions; `reconcile` does the (slow) loading outside the state lock."""
 
-    def __init__(self, loader: Loader, *, allow_labels_for_unavailable: bool = False) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        allow_labels_for_unavailable: bool = False,
+        max_load_retries: int = 5,
+        load_retry_interval_s: float = 60.0,
+    ) -> None:
         self._loader = loader
+        self._max_load_retries = max_load_retries
+        self._load_retry_interval_s = load_retry_interval_s
         self._allow_labels_for_unavailable = allow_labels_for_unavailable
         self._models: dict[str, ModelEntry] = {}
         self._config: ModelServerConfig | None = None
@@ -144,27 +156,34 @@ class ModelManager:
                 return
             on_disk = list_versions(entry.base_path)
             aspired = aspired_versions(entry.config, on_disk)
-            to_load = [v for v in aspired if self._needs_load(entry.versions.get(v))]
+            to_load = {v: entry.versions.get(v) for v in aspired if self._needs_load(entry.versions.get(v))}
             for version in to_load:
                 entry.versions[version] = VersionStatus(State.LOADING)
-        for version in to_load:
-            self._load(name, entry, version)
+        for version, previous in to_load.items():
+            self._load(name, entry, version, previous.failed_attempts if previous else 0)
         with self._state_lock:
             self._retire(name, entry, aspired, on_disk)
 
-    @staticmethod
-    def _needs_load(status: VersionStatus | None) -> bool:
-        # A version that failed stays failed (TF Serving gives up after its retries); an unloaded one may return.
-        return status is None or (status.state is State.END and status.error is None)
+    def _needs_load(self, status: VersionStatus | None) -> bool:
+        """New, unloaded-but-aspired-again, or failed with retries left (TF Serving's --max_num_load_retries)."""
+        if status is None or (status.state is State.END and status.error is None):
+            return True
+        return (
+            status.state is State.END
+            and 0 < status.failed_attempts <= self._max_load_retries
+            and time.monotonic() - status.failed_at >= self._load_retry_interval_s
+        )
 
-    def _load(self, name: str, entry: ModelEntry, version: int) -> None:
-        logger.info("loading %s version %d", name, version)
+    def _load(self, name: str, entry: ModelEntry, version: int, failed_attempts: int) -> None:
+        logger.info("loading %s version %d%s", name, version, f" (retry {failed_attempts})" if failed_attempts else "")
         try:
             servable = self._loader(name, version, entry.base_path / str(version))
         except ServingError as exc:
             logger.error("loading %s version %d failed: %s", name, version, exc.message)
             with self._state_lock:
-                entry.versions[version] = VersionStatus(State.END, error=exc)
+                entry.versions[version] = VersionStatus(
+                    State.END, error=exc, failed_attempts=failed_attempts + 1, failed_at=time.monotonic()
+                )
             return
         with self._state_lock:
             entry.versions[version] = VersionStatus(State.AVAILABLE, servable=servable)

@@ -67,7 +67,10 @@ class ModelServer:
         self.settings = settings
         self.metrics = ServerMetrics()
         self.manager = ModelManager(
-            self._load, allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models
+            self._load,
+            allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
+            max_load_retries=settings.max_num_load_retries,
+            load_retry_interval_s=settings.load_retry_interval_s,
         )
         self.batcher: Batcher | None = None
         self.core: ServingCore | None = None

@@ -32,6 +32,8 @@ class ModelServerSettings(BaseSettings):
     file_system_poll_wait_seconds: float = Field(default=1.0, description="0 polls once at start, negative never")
     model_config_file_poll_wait_seconds: float = Field(default=0.0, ge=0, description="0 reads the config file once")
     enable_model_warmup: bool = True
+    max_num_load_retries: int = Field(default=5, ge=0, description="a failed version is retried this often")
+    load_retry_interval_s: float = Field(default=60.0, ge=0, description="TF Serving's load_retry_interval_micros")
     allow_version_labels_for_unavailable_models: bool = False
 
     enable_batching: bool = False

@@ -177,3 +177,13 @@ def test_polled_config_file_with_label_to_unloaded_version_is_not_applied(model_
         assert "not currently available for inference" in server.server.last_config_error
         assert server.server.manager.snapshot()["demo"]["labels"] == {"stable": 1}
         assert served_version(server, version_label="stable") == 1
+
+
+def test_failed_version_is_retried_and_loads_once_repaired(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    with running_model_server(models_dir, load_retry_interval_s=0.2) as server:
+        publish(exported_version, models_dir, 2, break_it=True)  # like a copy still in progress
+        wait_for(lambda: states(server).get(2) == END)
+        shutil.copy2(exported_version / "saved_model.pb", models_dir / "demo" / "2" / "saved_model.pb")
+        wait_until_available(server.target, "demo", version=2)
+        assert served_version(server) == 2
