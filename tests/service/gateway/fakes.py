@@ -36,6 +36,7 @@ class FakeModelServer:
         self.delay_s = delay_s
         self.predict_requests: list[predict_pb2.PredictRequest] = []
         self.fail_with: grpc.aio.AioRpcError | None = None
+        self.fail_next: list[grpc.aio.AioRpcError] = []  # raised one per call, before fail_with
 
     def resolve(self, spec) -> int:
         versions = self.models.get(spec.name)
@@ -58,6 +59,8 @@ class FakeModelServer:
 
     async def predict(self, request, timeout_s: float):
         self.predict_requests.append(request)
+        if self.fail_next:
+            raise self.fail_next.pop(0)
         if self.fail_with is not None:
             raise self.fail_with
         if self.delay_s:
@@ -129,3 +132,47 @@ class FakeModelServer:
 
     async def close(self) -> None:
         return None
+
+
+class _Delegate:
+    def __init__(self, fake: FakeModelServer) -> None:
+        self.fake = fake
+        self.deadlines: list[float | None] = []
+
+    async def _answer(self, call, request, context):
+        self.deadlines.append(context.time_remaining())
+        try:
+            return await call(request, context.time_remaining() or 30.0)
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details())
+
+
+def _servicers(fake: FakeModelServer):
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    class Predictions(_Delegate, prediction_service_pb2_grpc.PredictionServiceServicer):
+        async def Predict(self, request, context):  # noqa: N802
+            return await self._answer(self.fake.predict, request, context)
+
+        async def GetModelMetadata(self, request, context):  # noqa: N802
+            return await self._answer(self.fake.get_model_metadata, request, context)
+
+    class Models(_Delegate, model_service_pb2_grpc.ModelServiceServicer):
+        async def GetModelStatus(self, request, context):  # noqa: N802
+            return await self._answer(self.fake.get_model_status, request, context)
+
+    return Predictions(fake), Models(fake)
+
+
+async def start_fake_upstream(fake: FakeModelServer, port: int = 0, max_message_bytes: int | None = None):
+    """The fake behind a real grpc.aio server on 127.0.0.1; returns (server, port, predictions servicer)."""
+    from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+    options = [("grpc.max_receive_message_length", max_message_bytes)] if max_message_bytes else []
+    server = grpc.aio.server(options=options)
+    predictions, models = _servicers(fake)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server, bound, predictions

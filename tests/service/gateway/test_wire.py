@@ -1,0 +1,240 @@
+"""The real wire code: gateway server (uvicorn + grpc.aio) → GrpcBackend → an in-process gRPC upstream.
+
+The gateway's gRPC side is called with the tensorflow_serving stubs exactly as a TF Serving client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from service.gateway.server import GatewayPorts, serve
+from service.gateway.tensors import string_tensor, to_array
+from tests.conftest import random_images
+from tests.service.gateway.conftest import make_settings
+from tests.service.gateway.fakes import FakeModelServer, image_label, start_fake_upstream
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(upstream_port: int, **overrides):
+    """The full gateway (HTTP + gRPC) on free ports, pointed at 127.0.0.1:upstream_port."""
+    settings = make_settings(upstream=f"127.0.0.1:{upstream_port}", http_host="127.0.0.1", **overrides)
+    stop = asyncio.Event()
+    ready: asyncio.Future[GatewayPorts] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
+    done, _ = await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        await task
+    ports = ready.result()
+    try:
+        yield ports
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def fake_and_gateway(fake: FakeModelServer | None = None, **overrides):
+    fake = fake or FakeModelServer()
+    upstream, upstream_port, servicer = await start_fake_upstream(fake)
+    try:
+        async with running_gateway(upstream_port, **overrides) as ports, grpc_channel(ports.grpc_port) as channel:
+            yield ports, channel, fake, servicer
+    finally:
+        await upstream.stop(None)
+
+
+def grpc_channel(port: int) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+
+def http_client(ports: GatewayPorts) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=10)
+
+
+def tf_serving_request(images: list[bytes], model: str = "demo") -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["image_bytes"].CopyFrom(string_tensor(images))
+    return request
+
+
+def test_tf_serving_grpc_client_predicts_through_the_gateway():
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, _fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            images = random_images(2)
+            response = await stub.Predict(tf_serving_request(images), timeout=10)
+            assert response.model_spec.version.value == 2
+            classes = to_array(response.outputs["classes"])
+            assert [row[0].decode() for row in classes] == [image_label(image) for image in images]
+            assert to_array(response.outputs["probabilities"]).shape == (2, 3)
+
+    asyncio.run(scenario())
+
+
+def test_grpc_metadata_and_status_are_proxied():
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, _fake, _servicer):
+            metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            metadata_request.model_spec.name = "demo"
+            metadata = await prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+                metadata_request, timeout=10
+            )
+            assert metadata.model_spec.version.value == 2
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            metadata.metadata["signature_def"].Unpack(signatures)
+            assert "image_bytes" in signatures.signature_def["serving_default"].inputs
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "demo"
+            status = await model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request, timeout=10)
+            assert [item.version for item in status.model_version_status] == [1, 2]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("images", "model", "code", "message"),
+    [
+        ([b"not an image"], "demo", grpc.StatusCode.INVALID_ARGUMENT, "image 0"),
+        ([b"BM" + b"\0" * 10], "demo", grpc.StatusCode.INVALID_ARGUMENT, "image 0"),
+        (None, "nope", grpc.StatusCode.NOT_FOUND, "nope"),
+        (None, "", grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name"),
+    ],
+)
+def test_grpc_bad_requests_get_their_status_code(images, model, code, message):
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, _fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(tf_serving_request(images or random_images(1), model), timeout=10)
+            assert caught.value.code() == code
+            assert message in caught.value.details()
+
+    asyncio.run(scenario())
+
+
+def test_grpc_requires_the_api_key_when_configured():
+    async def scenario():
+        async with fake_and_gateway(api_keys=("k1",)) as (_, channel, _fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = tf_serving_request(random_images(1))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(request, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            response = await stub.Predict(request, timeout=10, metadata=(("x-api-key", "k1"),))
+            assert response.model_spec.name == "demo"
+
+    asyncio.run(scenario())
+
+
+def test_client_deadline_bounds_the_upstream_call():
+    async def scenario():
+        async with fake_and_gateway(FakeModelServer(delay_s=3.0)) as (_, channel, _fake, servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(tf_serving_request(random_images(1)), timeout=0.5)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # The gateway passed (at most) the client's remaining time on, not its own 10 s default.
+            assert servicer.deadlines[0] is not None
+            assert servicer.deadlines[0] <= 0.5
+
+    asyncio.run(scenario())
+
+
+def test_health_and_reflection_answer():
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, _fake, _servicer):
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            responses = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            names = {service.name async for answer in responses for service in answer.list_services_response.service}
+            assert {"tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"} <= names
+            assert "grpc.health.v1.Health" in names
+
+    asyncio.run(scenario())
+
+
+def test_http_over_real_sockets_and_grpc_share_one_set_of_metrics():
+    async def scenario():
+        async with fake_and_gateway() as (ports, channel, _fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            await stub.Predict(tf_serving_request(random_images(1)), timeout=10)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}") as client:
+                image = random_images(1)[0]
+                response = await client.post("/predict", files=[("files", ("a.png", image, "image/png"))])
+                assert response.json()["predictions"][0]["label"] == image_label(image)
+                metrics = (await client.get("/metrics")).text
+            assert 'tlserve_requests_total{code="OK",protocol="grpc",route="Predict"} 1.0' in metrics
+            assert 'tlserve_requests_total{code="200",protocol="http",route="/predict"} 1.0' in metrics
+
+    asyncio.run(scenario())
+
+
+def test_upstream_down_is_503_and_the_gateway_recovers_when_it_returns():
+    async def scenario():
+        fake = FakeModelServer()
+        upstream, port, _ = await start_fake_upstream(fake)
+        async with running_gateway(port, request_timeout_s=2.0) as ports, http_client(ports) as client:
+            files = [("files", ("a.png", random_images(1)[0], "image/png"))]
+            assert (await client.post("/predict", files=files)).status_code == 200
+            await upstream.stop(None)
+            down = await client.post("/predict", files=files)
+            assert down.status_code == 503
+            assert down.json()["error"]["code"] == "backend_unavailable"
+            assert (await client.get("/readyz")).status_code == 503
+            upstream, _, _ = await start_fake_upstream(fake, port)
+            for _ in range(50):  # the channel reconnects on its own (backoff capped at 1 s)
+                if (await client.post("/predict", files=files)).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the gateway did not recover after the upstream came back")
+            assert (await client.get("/readyz")).status_code == 200
+        await upstream.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_stop_finishes_in_flight_requests_then_refuses_new_ones():
+    async def scenario():
+        fake = FakeModelServer(delay_s=0.5)
+        upstream, port, _ = await start_fake_upstream(fake)
+        settings = make_settings(upstream=f"127.0.0.1:{port}", http_host="127.0.0.1")
+        stop = asyncio.Event()
+        ready: asyncio.Future[GatewayPorts] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
+        ports = await asyncio.wait_for(ready, 30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=10) as client:
+            files = [("files", ("a.png", random_images(1)[0], "image/png"))]
+            in_flight = asyncio.create_task(client.post("/predict", files=files))
+            await asyncio.sleep(0.2)
+            stop.set()
+            assert (await in_flight).status_code == 200
+        await asyncio.wait_for(server, 30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}") as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/healthz")
+        await upstream.stop(None)
+
+    asyncio.run(scenario())
