@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 
+from training.callbacks import EpochCheckpoint
 from training.config import TrainConfig
 
 
@@ -47,9 +48,9 @@ def phase_callbacks(config: TrainConfig, phase_dir: Path, *, has_validation: boo
     """Checkpoint every epoch (resumable), CSV history, TensorBoard, and the optional plateau/early stopping."""
     monitor = "val_loss" if has_validation else "loss"
     callbacks: list[Any] = [
-        keras.callbacks.BackupAndRestore(str(phase_dir / "checkpoint"), save_freq="epoch", delete_checkpoint=False),
+        EpochCheckpoint(phase_dir / "checkpoint"),
         keras.callbacks.CSVLogger(str(phase_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(phase_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.TensorBoard(log_dir=str(phase_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
     if config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.2, patience=2, verbose=progress))

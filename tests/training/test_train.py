@@ -90,7 +90,7 @@ def test_exported_version_matches_the_in_process_model_on_the_same_files(cached_
 
 def test_run_writes_checkpoint_history_tensorboard_and_reports(cached_run) -> None:
     run_dir = cached_run.run_dir
-    assert (run_dir / "phase1" / "checkpoint").is_dir()
+    assert (run_dir / "phase1" / "checkpoint" / "last.npz").is_file()
     assert any((run_dir / "phase1" / "tensorboard").rglob("events.out.tfevents*"))
     for name in ("report.md", "metrics.json", "confusion_matrix.json", "confusion_matrix.png", "curves.png"):
         assert (run_dir / name).is_file(), name
