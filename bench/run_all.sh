@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, one line each; each prints a Markdown table for docs/BENCHMARKS.md.
+# Raw numbers (JSON) go to $BENCH_OUT (default: a temporary directory), never into the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+BENCH_OUT="${BENCH_OUT:-$(mktemp -d -t tlserve-bench-XXXX)}"
+echo "raw results: $BENCH_OUT"
+
+echo "== training: original recipe vs tlserve phase 1"
+python bench/train_bench.py --images-per-class 200 --image-size 64 --epochs 5 --out "$BENCH_OUT/train.json"
