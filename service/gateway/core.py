@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc.aio
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from service.errors import BadRequest, NotFound, PayloadTooLarge, Unauthenticated, translate_errors
+from service.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, Unauthenticated, translate_errors
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
@@ -222,7 +222,14 @@ class GatewayCore:
         ]
 
     async def _predict_and_count(self, request: Any, target: ModelTarget, timeout_s: float) -> Any:
-        response = await self._upstream(self.backend.predict(request, timeout_s))
+        predicts = self.metrics.upstream_predicts
+        try:
+            response = await self._upstream(self.backend.predict(request, timeout_s))
+        except GatewayError as exc:
+            # Per-label outcomes let alerts compare the canary's error ratio with the rest of the traffic.
+            predicts.labels(label=target.label or "", code=exc.grpc_status.name).inc()
+            raise
+        predicts.labels(label=target.label or "", code="OK").inc()
         model, version = response.model_spec.name or target.name, str(response.model_spec.version.value)
         images = max(
             (tensor.tensor_shape.dim[0].size for tensor in request.inputs.values() if tensor.tensor_shape.dim),

@@ -36,6 +36,12 @@ class GatewayMetrics:
         self.upstream_errors = Counter(
             "tlserve_upstream_errors", "Failed upstream calls by gRPC status", ["code"], registry=registry
         )
+        self.upstream_predicts = Counter(
+            "tlserve_upstream_predicts",
+            "Upstream Predict calls by the version label asked for ('' = default) and gRPC status",
+            ["label", "code"],
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "tlserve_batch_size", "Images per upstream Predict", buckets=BATCH_SIZE_BUCKETS, registry=registry
         )
