@@ -1,0 +1,132 @@
+"""Promotion end to end: real `tlserve serve` (gateway + embedded model server), 16 clients, 5 promote/rollback cycles.
+
+Zero failed requests while labels move, and every answer to `label=stable` that started after a move
+finished comes from the version the move installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import random_images
+from tests.support.gateway import running_serve
+from training import audit, modelconfig
+from training.modelconfig import ServedModel
+from training.modelservice import ModelServer
+from training.promote import MoveOptions, move_label, rollback
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CLIENTS = 16
+CYCLES = 5
+BODY = {"instances": [{"b64": base64.b64encode(image).decode()} for image in random_images(1, seed=11)]}
+
+
+@dataclass(frozen=True)
+class Answer:
+    started: float
+    finished: float
+    status: int
+    version: int | None
+    pinned: bool
+    error: str = ""
+
+
+def client_loop(url: str, pinned: bool, stop: threading.Event, answers: list[Answer]) -> None:
+    params = {"label": "stable"} if pinned else {}
+    with httpx.Client(timeout=30.0) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                response = client.post(f"{url}/predict", params=params, json=BODY)
+                version = response.json().get("version") if response.status_code == 200 else None
+                answers.append(Answer(started, time.monotonic(), response.status_code, version, pinned,
+                                      "" if response.status_code == 200 else response.text[:200]))  # fmt: skip
+            except httpx.HTTPError as exc:
+                answers.append(Answer(started, time.monotonic(), 0, None, pinned, repr(exc)))
+
+
+@pytest.fixture
+def repo(model_repo) -> Path:
+    """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1."""
+    models_dir = model_repo("demo", versions=(1, 2))
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    return models_dir
+
+
+def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back_five_times(
+    repo: Path, tmp_path: Path
+) -> None:
+    with running_serve(repo, log_path=tmp_path / "serve.log") as gateway:
+        answers: list[Answer] = []
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=client_loop, args=(gateway.http_url, index % 2 == 0, stop, answers), daemon=True)
+            for index in range(CLIENTS)
+        ]
+        for thread in threads:
+            thread.start()
+        moves: list[tuple[float, float, int]] = []  # (move started, move finished, stable version from then on)
+        try:
+            with ModelServer(gateway.model_server_target) as client:
+                options = MoveOptions(server=client, drain_s=0.5, load_timeout_s=180)
+                for _cycle in range(CYCLES):
+                    started = time.monotonic()
+                    move_label(repo, "demo", 2, options=options, reason="e2e promote")
+                    moves.append((started, time.monotonic(), 2))
+                    time.sleep(0.5)
+                    started = time.monotonic()
+                    rollback(repo, "demo", options=options, reason="e2e rollback")
+                    moves.append((started, time.monotonic(), 1))
+                    time.sleep(0.5)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        log_tail = gateway.log_tail()
+
+    failures = [answer for answer in answers if answer.status != 200]
+    assert not failures, f"{len(failures)} of {len(answers)} failed, e.g. {failures[:3]}\n{log_tail}"
+    assert len(answers) > CLIENTS * 10
+    for index, (_started, finished, version) in enumerate(moves):
+        # Answers to requests sent after this move finished and before the next one began.
+        next_started = moves[index + 1][0] if index + 1 < len(moves) else float("inf")
+        settled = [a for a in answers if a.pinned and finished < a.started and a.finished < next_started]
+        wrong = [a for a in settled if a.version != version]
+        assert settled, f"no pinned answer between move {index} and the next"
+        assert not wrong, f"move {index} to {version}: {len(wrong)} of {len(settled)} from another version: {wrong[:3]}"
+    assert {answer.version for answer in answers if not answer.pinned} <= {1, 2}
+    records = audit.read_records(repo, "demo")
+    assert [record.action for record in records] == ["promote", "rollback"] * CYCLES
+
+
+def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pinned_traffic(
+    model_repo, tmp_path: Path
+) -> None:
+    # Unpinned requests that the canary share does not pick go to the model server's latest version
+    # (TF Serving's rule), so the canary here is the *older* version: that way every answer shows its route.
+    repo = model_repo("demo", versions=(1, 2))
+    modelconfig.save_model(repo, ServedModel("demo", "demo", (2,), {"stable": 2}))
+    env = {"TLSERVE_CANARY_SHARE": "0.5"}
+    with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
+        with ModelServer(gateway.model_server_target) as client:
+            move_label(repo, "demo", 1, label="canary", options=MoveOptions(server=client, drain_s=0))
+        with httpx.Client(timeout=30.0) as http:
+            unpinned = [http.post(f"{gateway.http_url}/predict", json=BODY) for _ in range(40)]
+            stable = {"label": "stable"}
+            pinned = [http.post(f"{gateway.http_url}/predict", params=stable, json=BODY) for _ in range(20)]
+        metrics = gateway.metrics_text()
+
+    assert all(response.status_code == 200 for response in unpinned + pinned)
+    unpinned_versions = [response.json()["version"] for response in unpinned]
+    # With a share of 0.5, 40 requests all landing on one side has probability 2 * 0.5**40.
+    assert set(unpinned_versions) == {1, 2}
+    assert {response.json()["version"] for response in pinned} == {2}
+    assert 'label="canary"' in metrics  # metrics carry the label, so canary and stable can be compared
