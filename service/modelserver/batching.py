@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.modelserver.errors import InvalidArgument, ResourceExhausted, ServingError, Unavailable
+from service.modelserver.errors import Cancelled, InvalidArgument, ResourceExhausted, ServingError, Unavailable
 from service.modelserver.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class _Task:
     run: RunFn
     model_name: str
     enqueued_at: float
+    is_active: Callable[[], bool]
     future: Future[Arrays] = field(default_factory=Future)
 
 
@@ -100,13 +101,22 @@ class Batcher:
         with self._cond:
             return sum(queue.rows for queue in self._queues.values())
 
-    def submit(self, key: Hashable, inputs: Mapping[str, np.ndarray], run: RunFn, *, model_name: str = "") -> Arrays:
+    def submit(
+        self,
+        key: Hashable,
+        inputs: Mapping[str, np.ndarray],
+        run: RunFn,
+        *,
+        model_name: str = "",
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Arrays:
+        """Queue one request and block until its rows are computed; `is_active` false = the caller went away."""
         size = _batch_rows(inputs)
         self.metrics.input_batch_size.observe(size, model_name)
         if size > self.options.max_batch_size:
             # Too big to share a batch: run it on its own (TF Serving would split it into several batches).
             return run(inputs)
-        task = _Task(inputs, size, run, model_name, time.monotonic())
+        task = _Task(inputs, size, run, model_name, time.monotonic(), is_active)
         with self._cond:
             if self._stopping:
                 raise Unavailable("batch scheduler is shutting down")
@@ -155,6 +165,9 @@ class Batcher:
         return tasks
 
     def _execute(self, tasks: list[_Task]) -> None:
+        tasks = _drop_abandoned(tasks)
+        if not tasks:
+            return
         rows = sum(task.size for task in tasks)
         now = time.monotonic()
         for task in tasks:
@@ -176,6 +189,17 @@ class Batcher:
             for task in tasks:
                 if not task.future.done():
                     task.future.set_exception(exc)
+
+
+def _drop_abandoned(tasks: list[_Task]) -> list[_Task]:
+    """Requests whose caller went away (deadline passed, cancelled) are not computed."""
+    live = []
+    for task in tasks:
+        if task.is_active():
+            live.append(task)
+        else:
+            task.future.set_exception(Cancelled("the caller went away before its batch ran"))
+    return live
 
 
 def _run_alone(task: _Task) -> None:

@@ -6,7 +6,7 @@ gRPC (servicer.py) and REST (rest.py) only translate protos/JSON to calls here a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class ServingCore:
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        is_active: Callable[[], bool] = lambda: True,
     ) -> Prediction:
         """Validate like TF Serving, then run alone or through the shared batch scheduler."""
         signature_name = signature_name or SIGNATURE_BYTES
@@ -64,7 +65,7 @@ class ServingCore:
             outputs = run(inputs)
         else:
             key = batch_key(servable.name, servable.version, signature_name, filter_key, inputs)
-            outputs = self.batcher.submit(key, inputs, run, model_name=servable.name)
+            outputs = self.batcher.submit(key, inputs, run, model_name=servable.name, is_active=is_active)
         return Prediction(servable, signature_name, outputs)
 
     def reload(self, config: ModelServerConfig) -> None:

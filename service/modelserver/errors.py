@@ -6,6 +6,7 @@
     ├── FailedPrecondition (FAILED_PRECONDITION, 400)
     ├── ResourceExhausted (RESOURCE_EXHAUSTED, 429)
     ├── Unavailable (UNAVAILABLE, 503)
+    ├── Cancelled (CANCELLED, 499)
     └── Unimplemented (UNIMPLEMENTED, 501)
 
 gRPC handlers abort with `grpc_code`; the REST port answers `http_status` with `{"error": message}`.
@@ -50,11 +51,16 @@ class Unavailable(ServingError):
     grpc_code, http_status = grpc.StatusCode.UNAVAILABLE, 503
 
 
+class Cancelled(ServingError):
+    grpc_code, http_status = grpc.StatusCode.CANCELLED, 499
+
+
 class Unimplemented(ServingError):
     grpc_code, http_status = grpc.StatusCode.UNIMPLEMENTED, 501
 
 
 _BY_TF_CODE: dict[int, type[ServingError]] = {
+    1: Cancelled,
     3: InvalidArgument,
     5: NotFound,
     8: ResourceExhausted,

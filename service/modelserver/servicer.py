@@ -105,7 +105,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs = tensor_inputs(request)
         if not context.is_active():
             raise ServingError("client went away")
-        prediction = self.core.predict(servable, spec.signature_name, inputs, list(request.output_filter))
+        prediction = self.core.predict(
+            servable, spec.signature_name, inputs, list(request.output_filter), is_active=context.is_active
+        )
         response = predict_pb2.PredictResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version

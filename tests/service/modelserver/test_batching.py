@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from service.modelserver.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
 from service.modelserver.batching_config import parse_batching_parameters
-from service.modelserver.errors import InvalidArgument, ResourceExhausted, Unavailable
+from service.modelserver.errors import Cancelled, InvalidArgument, ResourceExhausted, Unavailable
 from tests.conftest import random_images
 from tests.support.modelserver import predict_request, running_model_server
 
@@ -156,3 +156,16 @@ def test_stopping_fails_queued_requests_instead_of_leaving_them_blocked():
         with pytest.raises(Unavailable):
             waiting.result(30)
     assert calls == []
+
+
+def test_request_whose_caller_went_away_is_not_computed(batcher):
+    calls: list[int] = []
+    with ThreadPoolExecutor(4) as pool:
+        abandoned = pool.submit(
+            batcher.submit, KEY, {"x": np.array([9.0])}, doubling_run(calls), is_active=lambda: False
+        )
+        others = [pool.submit(batcher.submit, KEY, {"x": np.array([float(i)])}, doubling_run(calls)) for i in range(3)]
+        assert [future.result(30)["y"].tolist() for future in others] == [[0.0], [2.0], [4.0]]
+        with pytest.raises(Cancelled):
+            abandoned.result(30)
+    assert calls == [3]
