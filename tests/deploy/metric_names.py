@@ -1,6 +1,7 @@
 """The metrics tlserve's dashboards and alerts may query, and a small reader for the names in PromQL text.
 
-GATEWAY_METRICS is DESIGN.md's "Metrics" list; TF_SERVING_METRICS is what TF Serving exports with
+GATEWAY_METRICS is DESIGN.md's "Metrics" list plus tlserve_upstream_predicts_total (Predict outcomes by the
+label asked for, added for the canary alert); TF_SERVING_METRICS is what TF Serving exports with
 --monitoring_config_file (shared/reference/tf-serving.md §1.8). Values: (type, label names).
 """
 
@@ -14,6 +15,7 @@ GATEWAY_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "tlserve_request_duration_seconds": ("histogram", frozenset({"protocol", "route"})),
     "tlserve_upstream_duration_seconds": ("histogram", frozenset()),
     "tlserve_upstream_errors_total": ("counter", frozenset({"code"})),
+    "tlserve_upstream_predicts_total": ("counter", frozenset({"label", "code"})),
     "tlserve_batch_size": ("histogram", frozenset()),
     "tlserve_batch_wait_seconds": ("histogram", frozenset()),
     "tlserve_inflight_requests": ("gauge", frozenset()),
