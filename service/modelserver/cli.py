@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--allow-version-labels-for-unavailable-models", action="store_true")
     parser.add_argument("--max-num-load-retries", type=int, default=5, help="retries of a version that failed to load")
     parser.add_argument("--load-retry-interval-micros", type=int, default=60_000_000, help="wait between load retries")
+    parser.add_argument("--enable-grpc-healthcheck-service", action="store_true", help="grpc.health.v1.Health")
     parser.add_argument("--grpc-max-threads", type=int, default=16)
     parser.set_defaults(handler=run_model_server)
 
@@ -78,6 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
             max_num_load_retries=args.max_num_load_retries,
             load_retry_interval_s=args.load_retry_interval_micros / 1e6,
+            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
             grpc_max_threads=args.grpc_max_threads,
         )
     except ValidationError as exc:

@@ -60,6 +60,16 @@ class PeriodicTask:
                 logger.exception("%s failed", self._thread.name)
 
 
+def _add_health_service(server: grpc.Server) -> Any:
+    """grpc.health.v1.Health answering SERVING for "" (TF Serving's --enable_grpc_healthcheck_service)."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    servicer = health.HealthServicer()
+    servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return servicer
+
+
 class ModelServer:
     """The embedded TF-Serving-protocol server; `start()` returns the bound gRPC port."""
 
@@ -78,6 +88,7 @@ class ModelServer:
         self.rest_port = 0
         self._grpc_server: grpc.Server | None = None
         self._rest: Any = None
+        self._health: Any = None
         self._tasks: list[PeriodicTask] = []
         self._config_text: str | None = None
         self.last_config_error: str | None = None  # why the last polled config change was refused
@@ -132,6 +143,8 @@ class ModelServer:
             options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
         )
         add_servicers(server, core)
+        if self.settings.enable_grpc_healthcheck_service:
+            self._health = _add_health_service(server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             port = server.add_insecure_port(address)
@@ -189,6 +202,8 @@ class ModelServer:
         self._tasks.clear()
         if self._rest is not None:
             self._rest.stop()
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
         if self._grpc_server is not None:
             self._grpc_server.stop(grace).wait()
         if self.batcher is not None:

@@ -39,6 +39,7 @@ class ModelServerSettings(BaseSettings):
     enable_batching: bool = False
     batching_parameters_file: Path | None = None
 
+    enable_grpc_healthcheck_service: bool = False
     grpc_max_threads: int = Field(default=16, gt=0)
     grpc_max_message_bytes: int = Field(default=MAX_GRPC_MESSAGE_BYTES, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
