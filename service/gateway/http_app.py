@@ -8,6 +8,7 @@ the body-size limit and request metrics. `service.gateway.server` runs it next t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -31,6 +32,7 @@ from service.gateway.settings import Settings
 logger = logging.getLogger(__name__)
 
 TFSERVING_PREFIX = "/v1/"
+CLIENT_CLOSED_REQUEST = 499  # nginx's code: recorded in metrics, never sent
 _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -66,6 +68,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     app.include_router(http_tfserving.router)
     _add_operational_routes(app)
     _add_error_handlers(app)
+    app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
@@ -150,6 +153,48 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+class CancelOnDisconnectMiddleware:
+    """Cancel a request whose client has gone away, so it is not sent upstream (or is dropped from its batch).
+
+    Once the body has been read, the next ASGI message can only be `http.disconnect`; a watcher waits for it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        disconnected = False
+
+        async def tracking_receive() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        handler = asyncio.ensure_future(self.app(scope, tracking_receive, send))
+
+        async def watch() -> None:
+            nonlocal disconnected
+            await body_read.wait()
+            if (await receive())["type"] == "http.disconnect" and not handler.done():
+                disconnected = True
+                handler.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await handler
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            logger.info("client went away: %s %s cancelled", scope["method"], scope["path"])
+        finally:
+            watcher.cancel()
+
+
 class RequestMetricsMiddleware:
     """tlserve_requests_total / request_duration / inflight for every HTTP request, labelled by route template."""
 
@@ -161,7 +206,7 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        status = CLIENT_CLOSED_REQUEST  # unless a response starts (or the app raises: 500)
 
         async def send_and_record(message: Message) -> None:
             nonlocal status
@@ -173,6 +218,9 @@ class RequestMetricsMiddleware:
         self.metrics.inflight.inc()
         try:
             await self.app(scope, receive, send_and_record)
+        except Exception:
+            status = 500
+            raise
         finally:
             self.metrics.inflight.dec()
             route = getattr(scope.get("route"), "path", "unmatched")

@@ -238,3 +238,22 @@ def test_stop_finishes_in_flight_requests_then_refuses_new_ones():
         await upstream.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_http_request_whose_client_went_away_is_not_sent_upstream():
+    async def scenario():
+        gateway = fake_and_gateway(batch_wait_timeout_s=1.0)
+        async with gateway as (ports, _channel, fake, _servicer):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=0.3) as client:
+                files = [("files", ("a.png", random_images(1)[0], "image/png"))]
+                with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+                    await client.post("/predict", files=files)
+            await asyncio.sleep(1.2)  # past the batch wait: the batch would have left by now
+            sent = len(fake.predict_requests)
+            async with http_client(ports) as client:
+                metrics = (await client.get("/metrics")).text
+        return sent, metrics
+
+    sent, metrics = asyncio.run(scenario())
+    assert sent == 0
+    assert 'tlserve_requests_total{code="499",protocol="http",route="/predict"} 1.0' in metrics
