@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import OVERLAYS, find, load_documents
-from tests.deploy.tools import find_tool, run
+from tests.deploy.tools import DEPLOY, find_tool, run
 
 # A current Kubernetes release whose schemas kubernetes-validate ships.
 KUBERNETES_VERSION = "1.35.0"
@@ -175,3 +175,18 @@ def test_retrain_cronjob_runs_documented_command_on_the_models_volume(rendered: 
         if "persistentVolumeClaim" in volume
     }
     assert claims == {"tlserve-models", "tlserve-training-data"}
+
+
+def test_admin_pod_validates_and_reaches_what_it_administers(rendered: dict[str, Path]) -> None:
+    admin_file = DEPLOY / "k8s" / "admin" / "tlserve-admin.yaml"
+    run([find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, admin_file], timeout=180)
+    (admin,) = load_documents(admin_file)
+    documents = load_documents(rendered["gpu"])
+    claims = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"}
+    assert {volume["persistentVolumeClaim"]["claimName"] for volume in admin["spec"]["volumes"][:2]} <= claims
+    assert admin["metadata"]["namespace"] == "tlserve"
+    allowed = [
+        peer["podSelector"]["matchLabels"]
+        for peer in find(documents, "NetworkPolicy", "tfserving")["spec"]["ingress"][0]["from"]
+    ]
+    assert any(selector.items() <= admin["metadata"]["labels"].items() for selector in allowed)
