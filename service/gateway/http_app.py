@@ -64,6 +64,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http_tfserving
     app.include_router(http_predict.router)
     app.include_router(http_tfserving.router)
     _add_operational_routes(app)

@@ -88,9 +88,7 @@ async def _predict(request: Request, core: GatewayCore, target: ModelTarget) -> 
 
 async def _input_types(request: Request, core: GatewayCore, target: ModelTarget, signature_name: str) -> InputTypes:
     """The signature's input dtypes (JSON numbers need them), from upstream metadata cached for a few seconds."""
-    cache: dict[tuple[ModelTarget, str], tuple[float, InputTypes]] = request.app.state.__dict__.setdefault(
-        "signature_cache", {}
-    )
+    cache: dict[tuple[ModelTarget, str], tuple[float, InputTypes]] = request.app.state.signature_cache
     key = (target, signature_name)
     cached = cache.get(key)
     if cached is not None and time.monotonic() - cached[0] < SIGNATURE_CACHE_TTL_S:
