@@ -94,22 +94,26 @@ class ModelManager:
         """Serve exactly this config (TF Serving's ReloadConfig); models left out are unloaded.
 
         The initial config may label versions that are not loaded yet (they load right after), like TF Serving
-        with --allow_version_labels_for_unavailable_models; later reloads follow the strict rule.
+        with --allow_version_labels_for_unavailable_models; later reloads follow the strict rule unless that flag
+        is set, and even then an existing label moves only to an AVAILABLE version.
         """
         validate_model_server_config(config)
         with self._transition_lock:
-            if not (initial or self._allow_labels_for_unavailable):
-                self._check_labels(config)
+            self._check_labels(config, lenient=initial or self._allow_labels_for_unavailable)
             self._install(config)
             for name in list(self._models):
                 self._reconcile(name)
             self._config = config
 
-    def _check_labels(self, config: ModelServerConfig) -> None:
+    def _check_labels(self, config: ModelServerConfig, *, lenient: bool) -> None:
+        """A label may only point at an AVAILABLE version; `lenient` exempts new or unchanged labels (TF's flag)."""
         with self._state_lock:
             for model in config.model_config_list.config:
                 entry = self._models.get(model.name)
-                for version in sorted(model.version_labels.values()):
+                current = entry.labels if entry else {}
+                for label, version in sorted(model.version_labels.items()):
+                    if lenient and current.get(label, version) == version:
+                        continue
                     status = entry.versions.get(version) if entry else None
                     if status is None or status.state is not State.AVAILABLE:
                         raise FailedPrecondition(

@@ -187,3 +187,21 @@ def test_failed_version_is_retried_and_loads_once_repaired(model_repo, exported_
         shutil.copy2(exported_version / "saved_model.pb", models_dir / "demo" / "2" / "saved_model.pb")
         wait_until_available(server.target, "demo", version=2)
         assert served_version(server) == 2
+
+
+def test_lenient_label_flag_allows_new_labels_but_not_moving_one_to_an_unloaded_version(model_repo, exported_version):
+    models_dir = model_repo(versions=(1,))
+    (models_dir / "models.config").write_text(config_text("specific { versions: 1 }", {"stable": 1}))
+    with running_model_server(models_dir, allow_version_labels_for_unavailable_models=True) as server:
+        publish(exported_version, models_dir, 2)
+        stub = server.model_stub()
+        stub.HandleReloadConfigRequest(
+            reload_request(models_dir, "specific { versions: 1 versions: 2 }", {"stable": 1, "canary": 7}), timeout=60
+        )
+        assert server.server.manager.snapshot()["demo"]["labels"] == {"stable": 1, "canary": 7}
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.HandleReloadConfigRequest(
+                reload_request(models_dir, "specific { versions: 1 versions: 2 }", {"stable": 9}), timeout=60
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert served_version(server, version_label="stable") == 1
