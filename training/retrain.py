@@ -35,6 +35,12 @@ def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="model to retrain (its stable version is the starting point)")
     parser.add_argument("--promote-if-better", action="store_true", help="promote to stable when every gate passes")
     parser.add_argument("--reason", default="retrain", help="recorded in the audit log")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        help="after a promotion, delete unlabelled versions beyond the newest N (0 keeps all)",
+    )
     thresholds = GateThresholds()
     parser.add_argument(
         "--accuracy-tolerance",

@@ -13,7 +13,7 @@ from typing import Any
 
 from training import audit, gates, infra
 from training.gates import GateRefused, GateResult, Metrics, WarmupReport
-from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label, prune_versions
 from training.retrain import (
     Baseline,
     describe,
@@ -150,4 +150,7 @@ class RetrainFlow:
             metrics=summary["candidate_metrics"],
         )
         print(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
+        if self.args.keep > 0:
+            deleted = prune_versions(self.models_dir, self.name, keep=self.args.keep)
+            print(f"deleted old versions {deleted}" if deleted else "no old versions to delete")
         return True
