@@ -34,7 +34,7 @@ def doubling_run(calls: list[int]):
 
 @pytest.fixture
 def batcher():
-    options = BatchingOptions(max_batch_size=4, batch_timeout_micros=5_000_000, num_batch_threads=1)
+    options = BatchingOptions(max_batch_size=4, batch_timeout_micros=30_000_000, num_batch_threads=1)
     scheduler = Batcher(options)
     scheduler.start()
     yield scheduler
@@ -122,7 +122,7 @@ def test_batching_parameters_typo_is_rejected():
 
 def test_grpc_batching_merges_clients_and_isolates_a_bad_image(module_repo, tmp_path, exported_version):
     params = tmp_path / "batching.config"
-    params.write_text("max_batch_size { value: 4 }\nbatch_timeout_micros { value: 5000000 }\n")
+    params.write_text("max_batch_size { value: 4 }\nbatch_timeout_micros { value: 30000000 }\n")
     images = random_images(3, seed=5)
     requests = [predict_request([image]) for image in images] + [predict_request([b"\x89PNG broken"])]
     expected = tf.saved_model.load(str(exported_version)).signatures["serving_default"](image_bytes=tf.constant(images))
