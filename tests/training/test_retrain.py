@@ -142,3 +142,24 @@ def test_retrain_of_an_unknown_dataset_folder_is_a_usage_error(repo: Path, capsy
     assert code == 2
     assert "dataset folder not found" in capsys.readouterr().err
     assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_retrain_against_a_running_model_server_gates_and_promotes_there(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import random_images
+    from tests.support.modelserver import predict_request, running_model_server
+
+    with running_model_server(repo) as server:
+        online = ["--server", server.target, "--drain", "0"]
+        code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
+                     "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+        out = capsys.readouterr().out
+        request = predict_request(random_images(1), "tiny", version_label="stable")
+        answered = server.prediction_stub().Predict(request, timeout=30).model_spec.version.value
+
+    assert code == 0, out
+    assert "infra: pass (p95" in out
+    assert "no stable to compare" not in out  # stable was timed on the server too
+    assert answered == 2
+    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (2,), {"stable": 2})
