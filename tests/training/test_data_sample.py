@@ -91,3 +91,24 @@ def test_cli_refuses_a_foreign_non_empty_folder(tmp_path: Path, capsys) -> None:
     (tmp_path / "keep.txt").write_text("x")
     assert main(["data", "sample", str(tmp_path)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_small_cnn_learns_the_sample_from_scratch(tmp_path: Path) -> None:
+    import keras
+
+    from training.data import make_dataset
+
+    write_sample(tmp_path, SampleSpec(classes=3, per_class=60, size=48, seed=0))
+    scan = scan_dataset(tmp_path, progress=False)
+    keras.utils.set_random_seed(0)
+    train = make_dataset(scan.split("train"), 32, 16, num_classes=3, shuffle=True, seed=0)
+    holdout = make_dataset(scan.split("val") + scan.split("test"), 32, 64, num_classes=3, shuffle=False, seed=0)
+    layers = [keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 127.5, offset=-1)]
+    for filters in (16, 32, 64):
+        layers += [keras.layers.Conv2D(filters, 3, activation="relu", padding="same"), keras.layers.MaxPooling2D()]
+    model = keras.Sequential([*layers, keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(train, epochs=25, verbose=0, shuffle=False)  # the dataset shuffles itself
+    _, accuracy = model.evaluate(holdout, verbose=0)
+    assert accuracy > 0.6, accuracy  # chance is 1/3; ~0.9 is typical, colour alone would give chance
