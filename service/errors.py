@@ -115,7 +115,7 @@ _UPSTREAM_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
-    grpc.StatusCode.FAILED_PRECONDITION: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: BadRequest,
     grpc.StatusCode.UNAUTHENTICATED: BackendFailed,
 }
 
