@@ -52,8 +52,14 @@ class Verdict:
         return self.problem is None
 
 
+class _Bomb(Exception):
+    """PIL refused the header's dimensions outright."""
+
+
 @dataclass(frozen=True)
 class Header:
+    """What PIL reads from the first bytes of a file, without decoding pixels."""
+
     format: str
     mode: str
     width: int
@@ -80,10 +86,6 @@ def read_header(data: bytes) -> Header | None:
         raise _Bomb(f"{int(pixels.group(1)) / 1e6:.0f} MP" if pixels else "too many pixels") from exc
     except Exception:  # malformed headers make PIL raise anything (struct.error, IndexError, ...): not an image
         return None
-
-
-class _Bomb(Exception):
-    """PIL refused the header's dimensions outright."""
 
 
 def _png_bit_depth(data: bytes) -> int:
