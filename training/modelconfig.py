@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlserve.console import CommandError
 from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions
 
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """models.config is missing a model, unreadable, or would become invalid."""
+class ConfigError(CommandError):
+    """models.config is missing a model, unreadable, or would become invalid (exit code 2, one line)."""
 
 
 @dataclass(frozen=True)

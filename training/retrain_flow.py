@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tlserve.console import Refused
 from training import audit, gates, infra
 from training.gates import GateRefused, GateResult, Metrics, WarmupReport
 from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label, prune_versions
@@ -54,19 +55,11 @@ class RetrainFlow:
         result, scan = warm_train(config, baseline)
         candidate = publish_run(result, self.models_dir, self.name)
         print(f"published {self.name} version {candidate} (warm start from {baseline.version or 'nothing'})")
-        move_label(
-            self.models_dir,
-            self.name,
-            candidate,
-            label=CANARY,
-            options=self.options,
-            action="promote",
-            reason="retrain candidate",
-        )
+        load_error = self._label_canary(candidate)
         candidate_dir = self.models_dir / self.name / str(candidate)
         candidate_metrics = evaluate_on_holdout(candidate_dir, scan)
         stable_metrics = evaluate_on_holdout(baseline.version_dir, scan) if baseline.version_dir else None
-        results = self._gates(baseline, candidate, candidate_dir, candidate_metrics, stable_metrics)
+        results = self._gates(baseline, candidate, candidate_dir, candidate_metrics, stable_metrics, load_error)
         summary = {
             "model": self.name,
             "candidate": candidate,
@@ -89,6 +82,7 @@ class RetrainFlow:
         candidate_dir: Path,
         candidate_metrics: Metrics,
         stable_metrics: Metrics | None,
+        load_error: str,
     ) -> list[GateResult]:
         results = []
         if baseline.version_dir is not None:
@@ -98,9 +92,21 @@ class RetrainFlow:
                 )
             )
         results.append(gates.check_quality(candidate_metrics, stable_metrics, self.thresholds))
+        if load_error:
+            results.append(gates.check_infra(WarmupReport(loaded=False, error=load_error), None, self.thresholds))
+            return results
         candidate_probe, stable_probe = self._probe(baseline, candidate, candidate_dir)
         results.append(gates.check_infra(candidate_probe, stable_probe, self.thresholds))
         return results
+
+    def _label_canary(self, candidate: int) -> str:
+        """Label the candidate `canary` (loading it on the server); returns why it could not load, or ""."""
+        try:
+            move_label(self.models_dir, self.name, candidate, label=CANARY, options=self.options,
+                       reason="retrain candidate")  # fmt: skip
+        except Refused as exc:
+            return str(exc)
+        return ""
 
     def _probe(
         self, baseline: Baseline, candidate: int, candidate_dir: Path

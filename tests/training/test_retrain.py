@@ -163,3 +163,25 @@ def test_retrain_against_a_running_model_server_gates_and_promotes_there(
     assert "no stable to compare" not in out  # stable was timed on the server too
     assert answered == 2
     assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (2,), {"stable": 2})
+
+
+def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.training.promote_fakes import FakeModelService, start_fake
+
+    fake = FakeModelService(repo, never_load={2})
+    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    server, target = start_fake(fake)
+    try:
+        online = ["--server", target, "--drain", "0", "--load-timeout", "0.5"]
+        code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
+                     "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+    finally:
+        server.stop(None)
+
+    captured = capsys.readouterr()
+    assert code == 1, captured.out
+    assert "infra gate refused: candidate did not load: tiny version 2 did not become AVAILABLE" in captured.err
+    assert fake.last_labels("tiny") == {"stable": 1}
+    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
