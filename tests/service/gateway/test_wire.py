@@ -180,12 +180,15 @@ def test_http_over_real_sockets_and_grpc_share_one_set_of_metrics():
         async with fake_and_gateway() as (ports, channel, _fake, _servicer):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             await stub.Predict(tf_serving_request(random_images(1)), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Predict(tf_serving_request(random_images(1), model="nope"), timeout=10)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}") as client:
                 image = random_images(1)[0]
                 response = await client.post("/predict", files=[("files", ("a.png", image, "image/png"))])
                 assert response.json()["predictions"][0]["label"] == image_label(image)
                 metrics = (await client.get("/metrics")).text
             assert 'tlserve_requests_total{code="OK",protocol="grpc",route="Predict"} 1.0' in metrics
+            assert 'tlserve_requests_total{code="NOT_FOUND",protocol="grpc",route="Predict"} 1.0' in metrics
             assert 'tlserve_requests_total{code="200",protocol="http",route="/predict"} 1.0' in metrics
 
     asyncio.run(scenario())
