@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _register_sample(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser("sample", help="write a generated dataset of coloured shapes (one folder per class)")
-    parser.add_argument("out", type=Path, metavar="OUT")
+    parser.add_argument("out", type=Path, metavar="OUT", help="folder to write (created if missing)")
     parser.add_argument("--classes", type=int, default=3, help="number of shape classes, 1-8 (default 3)")
     parser.add_argument("--per-class", type=int, default=60, help="images per class (default 60)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
@@ -36,12 +36,12 @@ def _register_sample(commands: argparse._SubParsersAction[Any]) -> None:
 
 def _register_check(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser("check", help="report class counts and every unusable or odd image")
-    parser.add_argument("dir", type=Path, metavar="DIR")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="dataset: one folder per class, or train/ val/ test/")
     parser.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     parser.add_argument("--quarantine", type=Path, metavar="DIR", help="move unusable files here (never deletes)")
-    parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share (default 0.15)")
-    parser.add_argument("--test-fraction", type=float, default=0.15, help="test share (default 0.15)")
-    parser.add_argument("--max-pixels", type=int, help="larger images count as decompression bombs")
+    parser.add_argument("--val-fraction", type=float, default=0.15, metavar="F", help="validation share (default 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=0.15, metavar="F", help="test share (default 0.15)")
+    parser.add_argument("--max-pixels", type=int, metavar="N", help="larger images count as decompression bombs")
     parser.set_defaults(handler=run_check)
 
 
