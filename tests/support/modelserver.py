@@ -107,11 +107,13 @@ def model_server_process(
     log_path: Path,
     extra_args: Sequence[str] = (),
     *,
+    wait_for_model: str | None = None,
     ready_timeout_s: float = 120.0,
 ) -> Iterator[RunningModelServer]:
     """`tlserve model-server --models-dir DIR --host 127.0.0.1 --port 0 ...` until the block exits.
 
-    Waits for the "model server listening on HOST:PORT" line (initial models loaded); stderr goes to log_path.
+    Waits for the "model server listening on HOST:PORT" line (initial loads done) and, with `wait_for_model`,
+    until that model has an AVAILABLE version; stderr (the server's log) goes to log_path. Stops with SIGTERM.
     """
     command = [sys.executable, "-m", "tlserve", "model-server", "--models-dir", str(models_dir)]
     command += ["--host", LOOPBACK, "--port", "0", *extra_args]
@@ -124,6 +126,8 @@ def model_server_process(
     pump.start()
     try:
         running.port = _wait_for_ready_line(process, lines, log_path, ready_timeout_s)
+        if wait_for_model is not None:
+            wait_until_available(running.target, wait_for_model, timeout_s=ready_timeout_s)
         yield running
     finally:
         running.close_channels()

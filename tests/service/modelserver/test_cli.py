@@ -19,8 +19,8 @@ from tests.support.modelserver import (
 
 def test_model_server_process_serves_and_stops_cleanly_on_sigterm(module_repo, tmp_path):
     models_dir = module_repo(versions=(1,))
-    with model_server_process(models_dir, tmp_path / "server.log") as server:
-        assert wait_until_available(server.target, "demo") == 1
+    with model_server_process(models_dir, tmp_path / "server.log", wait_for_model="demo") as server:
+        assert wait_until_available(server.target, "demo", version=1) == 1
         response = server.prediction_stub().Predict(predict_request(random_images(2)), timeout=30)
         assert tf.make_ndarray(response.outputs["probabilities"]).shape == (2, 3)
         assert server.process is not None
