@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
 )
 
 from service.modelserver.core import ServingCore
-from service.modelserver.errors import InvalidArgument, ServingError, status_proto_fields
+from service.modelserver.errors import Cancelled, InvalidArgument, ServingError, status_proto_fields
 from service.modelserver.manager import VersionStatus
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         servable = self.core.manager.resolve(spec.name, version, label)
         inputs = tensor_inputs(request)
         if not context.is_active():
-            raise ServingError("client went away")
+            raise Cancelled("the caller went away before inference")
         prediction = self.core.predict(
             servable, spec.signature_name, inputs, list(request.output_filter), is_active=context.is_active
         )
