@@ -1,6 +1,8 @@
 """Micro-batching: concurrent requests for the same model target are merged into one upstream call.
 
-A batch is sent when it holds `max_batch_size` images or its first request has waited `batch_wait_timeout_s`.
+A batch is sent when it holds `max_batch_size` images, or when its first request has waited `batch_wait_timeout_s`
+and fewer than `max_concurrent_batches` batches of its key are in flight: an idle gateway sends at once, a busy
+one lets requests pile up while the upstream works, so batches grow with load.
 Each caller gets back exactly its own rows. If the merged call fails with a bad-request error, the batch is split in
 halves and retried, so only the request holding the culprit image fails. A caller that has gone away (cancelled)
 before its batch leaves is not sent upstream.
@@ -37,6 +39,7 @@ class _Queue(Generic[Row]):
     pending: list[_Pending[Row]] = field(default_factory=list)
     image_count: int = 0
     timer: asyncio.TimerHandle | None = None
+    due: bool = False  # the wait is over; leaves as soon as an in-flight slot frees
 
 
 class MicroBatcher(Generic[Row]):
@@ -49,12 +52,15 @@ class MicroBatcher(Generic[Row]):
         max_batch_size: int,
         batch_wait_timeout_s: float,
         metrics: GatewayMetrics,
+        max_concurrent_batches: int = 2,
     ) -> None:
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
+        self.max_concurrent_batches = max_concurrent_batches
         self._metrics = metrics
         self._queues: dict[Hashable, _Queue[Row]] = {}
+        self._in_flight: dict[Hashable, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, key: Hashable, images: list[bytes], timeout_s: float) -> list[Row]:
@@ -67,8 +73,8 @@ class MicroBatcher(Generic[Row]):
         queue.image_count += len(images)
         if queue.image_count >= self.max_batch_size:
             self._flush(key)
-        elif queue.timer is None:
-            queue.timer = loop.call_later(self.batch_wait_timeout_s, self._flush, key)
+        elif queue.timer is None and not queue.due:
+            queue.timer = loop.call_later(self.batch_wait_timeout_s, self._on_wait_over, key)
         # Cancelling the caller cancels this future, which marks the request as gone for _dispatch.
         return await item.future
 
@@ -79,6 +85,14 @@ class MicroBatcher(Generic[Row]):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _on_wait_over(self, key: Hashable) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            return
+        queue.timer, queue.due = None, True
+        if self._in_flight.get(key, 0) < self.max_concurrent_batches:
+            self._flush(key)
+
     def _flush(self, key: Hashable) -> None:
         queue = self._queues.pop(key, None)
         if queue is None:
@@ -86,9 +100,21 @@ class MicroBatcher(Generic[Row]):
         if queue.timer is not None:
             queue.timer.cancel()
         for batch in self._split_to_size(queue.pending):
-            task = asyncio.get_running_loop().create_task(self._dispatch(key, batch))
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: Hashable, batch: list[_Pending[Row]]) -> None:
+        try:
+            await self._dispatch(key, batch)
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+            queue = self._queues.get(key)
+            if queue is not None and queue.due:
+                self._flush(key)  # these requests waited for this slot
 
     def _split_to_size(self, pending: list[_Pending[Row]]) -> list[list[_Pending[Row]]]:
         """Whole requests, in arrival order, at most max_batch_size images a batch (a bigger request goes alone)."""

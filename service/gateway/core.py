@@ -113,6 +113,7 @@ class GatewayCore:
             self._predict_rows,
             max_batch_size=settings.max_batch_size,
             batch_wait_timeout_s=settings.batch_wait_timeout_s,
+            max_concurrent_batches=settings.max_concurrent_batches,
             metrics=metrics,
         )
 

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
 
     batching_enabled: bool = True
     max_batch_size: int = Field(32, gt=0)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="extra wait for more requests when idle")
+    max_concurrent_batches: int = Field(2, gt=0, description="per target; later requests queue and merge")
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated; empty disables auth")
     canary_share: float = Field(0.0, ge=0, le=1, description="share of unpinned requests sent to canary_label")

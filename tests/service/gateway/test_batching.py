@@ -117,3 +117,33 @@ def test_requests_for_different_targets_are_not_merged():
     first, second = asyncio.run(scenario())
     assert (first.json()["version"], second.json()["version"]) == (1, 2)
     assert sorted(request.model_spec.version.value for request in upstream.predict_requests) == [1, 2]
+
+
+def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
+    from service.gateway.batching import MicroBatcher
+    from service.gateway.metrics import GatewayMetrics
+
+    sent: list[list[bytes]] = []
+
+    async def slow_predict(key, images, timeout_s):
+        sent.append(images)
+        await asyncio.sleep(0.2)
+        return [image.upper() for image in images]
+
+    async def scenario():
+        batcher = MicroBatcher(
+            slow_predict,
+            max_batch_size=32,
+            batch_wait_timeout_s=0.0,
+            max_concurrent_batches=1,
+            metrics=GatewayMetrics(),
+        )
+        first = asyncio.create_task(batcher.submit("m", [b"a"], 5.0))
+        await asyncio.sleep(0.05)  # the idle batcher has sent "a" alone, without waiting
+        assert sent == [[b"a"]]
+        later = [asyncio.create_task(batcher.submit("m", [name], 5.0)) for name in (b"b", b"c", b"d")]
+        results = await asyncio.gather(first, *later)
+        return results
+
+    assert asyncio.run(scenario()) == [[b"A"], [b"B"], [b"C"], [b"D"]]
+    assert sent == [[b"a"], [b"b", b"c", b"d"]]
