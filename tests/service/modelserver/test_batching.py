@@ -169,3 +169,42 @@ def test_request_whose_caller_went_away_is_not_computed(batcher):
         with pytest.raises(Cancelled):
             abandoned.result(30)
     assert calls == [3]
+
+
+def test_grpc_full_batch_queue_answers_resource_exhausted(module_repo, tmp_path, monkeypatch):
+    from service.modelserver.servable import Servable
+
+    params = tmp_path / "batching.config"
+    params.write_text(
+        "max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n"
+        "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 1 }\n"
+    )
+    started, release = threading.Event(), threading.Event()
+    original_run = Servable.run
+
+    def held_run(self, *args, **kwargs):
+        started.set()
+        release.wait(60)
+        return original_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Servable, "run", held_run)
+    with running_model_server(
+        module_repo(versions=(1,)), batching_parameters_file=params, enable_model_warmup=False
+    ) as server:
+        stub = server.prediction_stub()
+        batcher = server.server.batcher
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                running = pool.submit(stub.Predict, predict_request(random_images(1)), timeout=60)
+                assert started.wait(60)
+                queued = pool.submit(stub.Predict, predict_request(random_images(1)), timeout=60)
+                while batcher.pending_rows() < 1:
+                    threading.Event().wait(0.01)
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Predict(predict_request(random_images(1)), timeout=60)
+            finally:
+                release.set()
+            assert running.result(60).model_spec.version.value == 1
+            assert queued.result(60).model_spec.version.value == 1
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught.value.details() == QUEUE_FULL_MESSAGE
