@@ -160,3 +160,36 @@ def test_exported_model_on_raw_odd_files_matches_the_model_on_pipeline_pixels(
     raw = tf.constant([record.path.read_bytes() for record in records])
     served = serve(**{contract.INPUT_BYTES: raw})[contract.OUTPUT_PROBABILITIES].numpy()
     assert np.abs(served - in_process).max() <= 1e-6
+
+
+def test_images_that_do_not_fit_in_memory_are_decoded_every_epoch(sample_scan, monkeypatch, caplog) -> None:
+    from training.data import pipeline
+
+    cached = _all(make_dataset(sample_scan.records, SIZE, 8, num_classes=3, shuffle=False, seed=0))
+    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 1000)
+
+    def build():
+        return make_dataset(sample_scan.records, SIZE, 8, num_classes=3, shuffle=True, seed=4)
+
+    with caplog.at_level("WARNING", logger="training.data.pipeline"):
+        uncached = build()
+    assert "decoding every epoch instead" in caplog.text
+    epochs = _epochs(uncached, 2)
+    assert epochs == _epochs(build(), 2)  # still deterministic
+    assert epochs[0] != epochs[1]  # still reshuffled every epoch
+    pixels, labels = _all(uncached)
+    assert sorted(map(float, pixels.sum(axis=(1, 2, 3)))) == sorted(map(float, cached[0].sum(axis=(1, 2, 3))))
+    assert sorted(labels.tolist()) == sorted(cached[1].tolist())
+
+
+def test_file_cache_with_shuffle_is_deterministic_and_complete(sample_scan, tmp_path: Path) -> None:
+    def build(name: str):
+        return make_dataset(
+            sample_scan.records, SIZE, 8, num_classes=3, shuffle=True, seed=2, cache=tmp_path / name / "cache"
+        )
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first, second = build("a"), build("b")
+    assert _order(first) == _order(second)
+    assert sorted(_epochs(first, 1)[0]) == sorted(record.label for record in sample_scan.records)
