@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,3 +94,36 @@ def test_promote_killed_between_its_steps_leaves_a_config_that_still_serves_stab
         with ModelServer(server.target) as client:
             move_label(repo, "demo", 2, options=MoveOptions(server=client, drain_s=0, load_timeout_s=60))
         assert served_version(server) == 2
+
+
+@pytest.mark.skipif(shutil.which("tensorflow_model_server") is None, reason="tensorflow_model_server not on PATH")
+def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: Path) -> None:
+    from tests.support.modelserver import free_port, stop_process, wait_until_available
+
+    port = free_port()
+    command = ["tensorflow_model_server", f"--port={port}", f"--model_config_file={repo / 'models.config'}",
+               "--file_system_poll_wait_seconds=1"]  # fmt: skip
+    with (tmp_path / "tfserving.log").open("wb") as log:
+        # cwd: TF Serving resolves relative base paths against its working directory.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo)
+    try:
+        target = f"127.0.0.1:{port}"
+        wait_until_available(target, "demo", version=1, timeout_s=120)
+        with ModelServer(target) as client:
+            options = MoveOptions(server=client, drain_s=0, load_timeout_s=120)
+            move_label(repo, "demo", 2, options=options)
+            assert tfserving_version(target) == 2
+            rollback(repo, "demo", options=options)
+            assert tfserving_version(target) == 1
+    finally:
+        stop_process(process)
+
+
+def tfserving_version(target: str) -> int:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        response = stub.Predict(predict_request(IMAGES, "demo", version_label="stable"), timeout=30)
+    return int(response.model_spec.version.value)
