@@ -1,0 +1,55 @@
+"""Real processes: a gateway whose model server goes away answers 503 within its deadline, then recovers by itself."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import random_images
+from tests.e2e.conftest import GATEWAY_ENV
+from tests.support.gateway import ModelServerProcess, free_port, running_serve
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REQUEST_TIMEOUT_S = float(GATEWAY_ENV["TLSERVE_REQUEST_TIMEOUT_S"])
+# Generous slack over the gateway's own deadline: this bounds "hangs", it does not measure speed.
+ANSWER_BOUND_S = REQUEST_TIMEOUT_S + 10.0
+RECOVERY_TIMEOUT_S = 180.0
+
+
+@pytest.fixture(scope="module")
+def model_server(e2e_models_dir, tmp_path_factory):
+    server = ModelServerProcess(e2e_models_dir, free_port(), tmp_path_factory.mktemp("logs") / "model-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def post_image(url: str, image: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=60)
+
+
+def test_upstream_outage_gives_503_within_deadline_then_gateway_recovers(model_server, tmp_path):
+    image = random_images(1, seed=31)[0]
+    with running_serve(upstream=model_server.target, env=GATEWAY_ENV, log_path=tmp_path / "serve.log") as gateway:
+        assert post_image(gateway.http_url, image).status_code == 200
+
+        model_server.stop()
+        started = time.monotonic()
+        down = post_image(gateway.http_url, image)
+        elapsed = time.monotonic() - started
+        assert down.status_code == 503, down.text
+        assert down.json()["error"]["code"] == "backend_unavailable"
+        assert elapsed < ANSWER_BOUND_S
+        assert httpx.get(f"{gateway.http_url}/readyz", timeout=30).status_code == 503
+        assert httpx.get(f"{gateway.http_url}/healthz", timeout=30).status_code == 200
+
+        model_server.start()
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        while post_image(gateway.http_url, image).status_code != 200:
+            assert time.monotonic() < deadline, f"gateway did not recover:\n{gateway.log_tail()}"
+            time.sleep(0.5)
+        assert httpx.get(f"{gateway.http_url}/readyz", timeout=30).status_code == 200
+        assert gateway.process.poll() is None
