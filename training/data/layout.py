@@ -52,7 +52,7 @@ def _walk_class(class_dir: Path, root: Path, split: str | None) -> tuple[list[Fo
     ignored = 0
     for path in sorted(class_dir.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
-            ignored += path.is_file()
+            ignored += int(path.is_file())
             continue
         if not path.is_file():
             continue
@@ -64,9 +64,16 @@ def _walk_class(class_dir: Path, root: Path, split: str | None) -> tuple[list[Fo
 
 
 def find_images(root: Path) -> Layout:
-    """Walk `root`; raise DatasetError when it is missing or has no class folders."""
+    """Walk `root`; raise DatasetError when it is missing, unreadable or has no class folders."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: no such directory")
+        raise DatasetError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
+    try:
+        return _walk(root)
+    except OSError as exc:
+        raise DatasetError(f"{exc.filename or root}: {exc.strerror or exc}") from None
+
+
+def _walk(root: Path) -> Layout:
     split_layout = _is_split_layout(root)
     groups: list[tuple[Path, str | None]] = [(root, None)]
     if split_layout:
