@@ -73,9 +73,17 @@ def load_base(config: TrainConfig) -> Any:
     try:
         return constructor(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as exc:  # keras raises a bare Exception for a failed download
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        reason = _short_reason(exc)
         logger.warning("ImageNet weights could not be downloaded (%s); continuing with weights=None", reason)
         return constructor(include_top=False, weights=None, input_shape=shape)
+
+
+def _short_reason(exc: Exception) -> str:
+    """Keras says "URL fetch failure on <long url>: None -- <cause>"; keep what fits on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if " -- " in text:
+        text = f"{text.split(' on ', 1)[0]}: {text.rsplit(' -- ', 1)[-1]}"
+    return text[:160]
 
 
 def build_head(feature_shape: tuple[int, ...], num_classes: int, config: TrainConfig) -> Any:
