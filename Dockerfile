@@ -68,6 +68,8 @@ CMD ["--help"]
 
 # ---- gateway (last stage = default target)
 FROM python-base AS gateway
+# The system user has no home; anything that caches under $HOME lands in /tmp (a tmpfs/emptyDir when read-only).
+ENV HOME=/tmp
 COPY --from=gateway-build /opt/venv /opt/venv
 WORKDIR /tmp
 USER 10001:10001

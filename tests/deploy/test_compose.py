@@ -130,3 +130,10 @@ def test_cpu_variant_drops_the_gpu_and_keeps_the_rest(compose: dict[str, Any]) -
     assert not tfserving["image"].endswith("-gpu")
     assert tfserving["command"] == compose["services"]["tfserving"]["command"]
     assert merged["services"].keys() == compose["services"].keys()
+
+
+def test_gateway_environment_names_real_settings(compose: dict[str, Any]) -> None:
+    from service.gateway.settings import Settings
+
+    fields = {f"TLSERVE_{name.upper()}" for name in Settings.model_fields}
+    assert set(compose["services"]["gateway"]["environment"]) <= fields

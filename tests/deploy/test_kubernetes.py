@@ -190,3 +190,18 @@ def test_admin_pod_validates_and_reaches_what_it_administers(rendered: dict[str,
         for peer in find(documents, "NetworkPolicy", "tfserving")["spec"]["ingress"][0]["from"]
     ]
     assert any(selector.items() <= admin["metadata"]["labels"].items() for selector in allowed)
+
+
+def test_gateway_settings_in_the_configmap_are_real_settings(
+    rendered: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings ignores unknown TLSERVE_* keys, so a misspelt one would silently do nothing: check each by name."""
+    from service.gateway.settings import Settings
+
+    data = find(load_documents(rendered["gpu"]), "ConfigMap", "gateway-env")["data"]
+    fields = {f"TLSERVE_{name.upper()}" for name in Settings.model_fields}
+    assert set(data) <= fields
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert (settings.upstream, settings.http_port, settings.grpc_port) == ("tfserving:8500", 8000, 8500)
