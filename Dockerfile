@@ -61,7 +61,9 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     TLSERVE_MODELS_DIR=/models
 COPY --from=trainer-build /opt/venv /opt/venv
 COPY scripts/ /opt/tlserve/scripts/
+# `tlserve train` writes runs/ under the working directory: give the user one (mount a volume here to keep it).
 WORKDIR /work
+RUN chown 10001:10001 /work
 USER 10001:10001
 ENTRYPOINT ["tlserve"]
 CMD ["--help"]
