@@ -1,7 +1,7 @@
 """`tlserve serve` (the gateway, with the embedded model server as a child process) and `tlserve predict` (a client).
 
-Without `--upstream`, `serve` starts `tlserve model-server` on the same models/ as a child, waits for its
-"listening" line, runs the gateway in this process, and stops the child on exit or SIGTERM.
+Without `--upstream`, `serve` runs `tlserve model-server` on the same models/ as a supervised child
+(service.gateway.model_server_child) and the gateway in this process; both stop together.
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from tlserve.console import CommandError
 
@@ -29,9 +27,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-MODEL_SERVER_READY_TIMEOUT_S = 300.0  # loading + warming up a VGG16 on a busy CPU takes a while
-MODEL_SERVER_STOP_TIMEOUT_S = 15.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -119,12 +114,18 @@ def run_serve(args: argparse.Namespace) -> int:
     if embedded:
         ports["--model-server-port"] = args.model_server_port
     _check_ports_free(ports)
+    from service.gateway.model_server_child import embedded_model_server
+
     try:
         with _sigterm_raises():
             if not embedded:
-                return _run_gateway(settings)
-            with embedded_model_server(args.models_dir, args.model_server_port, verbose=args.verbose):
-                return _run_gateway(settings)
+                _run_gateway(settings)
+                return 0
+            with embedded_model_server(args.models_dir, args.model_server_port, verbose=args.verbose) as child:
+                _run_gateway(settings)
+            if child.crashed_with is not None:
+                raise CommandError(f"the embedded model server exited with code {child.crashed_with}")
+            return 0
     except _Terminated:
         logger.info("terminated before the gateway started")
         return 0
@@ -148,7 +149,7 @@ def _gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
         raise CommandError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def _run_gateway(settings: Settings) -> int:
+def _run_gateway(settings: Settings) -> None:
     """Run HTTP + gRPC in this process until SIGTERM/SIGINT (service.gateway.server owns graceful shutdown)."""
     from service.gateway.server import serve_forever
 
@@ -157,7 +158,6 @@ def _run_gateway(settings: Settings) -> int:
         serve_forever(settings)
     except OSError as exc:
         raise CommandError(f"the gateway could not start: {exc.strerror or exc}") from None
-    return 0
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -189,72 +189,6 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def embedded_model_server(models_dir: Path, port: int, *, verbose: bool = False) -> Iterator[str]:
-    """Run `tlserve model-server` as a child until the block exits; yields its gRPC target once it listens."""
-    command = [sys.executable, "-m", "tlserve"]
-    command += ["-v"] if verbose else []
-    command += ["model-server", "--models-dir", str(models_dir), "--port", str(port)]
-    logger.info("starting the embedded model server on port %d", port)
-    child = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        text=True,
-        # Own session: a terminal's Ctrl-C reaches only the gateway, which then stops the child in order.
-        start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
-    try:
-        _wait_until_listening(child)
-        yield f"{LOOPBACK}:{port}"
-    finally:
-        stop_child(child)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the gateway is SIGKILLed, so no model server is orphaned."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _wait_until_listening(child: subprocess.Popen[str]) -> None:
-    listening = threading.Event()
-    assert child.stdout is not None
-    relay = threading.Thread(target=_relay_output, args=(child.stdout, listening), daemon=True)
-    relay.start()
-    waited = 0.0
-    while not listening.wait(0.2):
-        waited += 0.2
-        code = child.poll()
-        if code is not None:
-            raise CommandError(f"the embedded model server exited with code {code} before listening (see above)")
-        if waited > MODEL_SERVER_READY_TIMEOUT_S:
-            raise CommandError(f"the embedded model server did not listen within {MODEL_SERVER_READY_TIMEOUT_S:.0f}s")
-
-
-def _relay_output(stream: IO[str], listening: threading.Event) -> None:
-    """Copy the child's stdout to ours (keeps its pipe drained) and flag its "listening" line."""
-    for line in stream:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        if "listening" in line.lower():
-            listening.set()
-
-
-def stop_child(child: subprocess.Popen[str]) -> None:
-    """SIGTERM, a grace period, then SIGKILL."""
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(MODEL_SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("the embedded model server ignored SIGTERM; killing it")
-            child.kill()
-            child.wait()
-    logger.info("embedded model server stopped (exit code %s)", child.returncode)
 
 
 # ---------------------------------------------------------------- predict
