@@ -176,4 +176,6 @@ def _fail(live: list[_Pending[Row]], error: GatewayError) -> None:
     for item in live:
         if not item.future.done():
             # A fresh instance per caller: one exception object must not collect several tracebacks.
-            item.future.set_exception(type(error)(error.message))
+            copy = type(error)(error.message)
+            copy.__cause__ = error.__cause__
+            item.future.set_exception(copy)
