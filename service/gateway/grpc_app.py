@@ -121,10 +121,13 @@ class GrpcGateway:
 
 async def start_grpc_server(core: GatewayCore, host: str, port: int) -> GrpcGateway:
     """Bind host:port (0 = a free port) and start serving."""
-    max_bytes = core.settings.upstream_max_message_bytes
-    server = grpc.aio.server(
-        options=[("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
-    )
+    settings = core.settings
+    # Requests are capped like HTTP bodies (else RESOURCE_EXHAUSTED); answers may be as large as upstream's.
+    options = [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", settings.upstream_max_message_bytes),
+    ]
+    server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
     health_servicer = HealthServicer()

@@ -260,3 +260,16 @@ def test_http_request_whose_client_went_away_is_not_sent_upstream():
     sent, metrics = asyncio.run(scenario())
     assert sent == 0
     assert 'tlserve_requests_total{code="499",protocol="http",route="/predict"} 1.0' in metrics
+
+
+def test_grpc_request_over_the_body_limit_is_resource_exhausted():
+    async def scenario():
+        async with fake_and_gateway(max_body_bytes=100_000) as (_, channel, fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(tf_serving_request([b"\0" * 200_000]), timeout=10)
+            return caught.value.code(), len(fake.predict_requests)
+
+    code, sent = asyncio.run(scenario())
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert sent == 0
