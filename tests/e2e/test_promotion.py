@@ -76,16 +76,16 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
         moves: list[tuple[float, float, int]] = []  # (move started, move finished, stable version from then on)
         try:
             with ModelServer(gateway.model_server_target) as client:
-                options = MoveOptions(server=client, drain_s=0.5, load_timeout_s=180)
+                options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
                 for _cycle in range(CYCLES):
                     started = time.monotonic()
                     move_label(repo, "demo", 2, options=options, reason="e2e promote")
                     moves.append((started, time.monotonic(), 2))
-                    time.sleep(0.5)
+                    time.sleep(0.3)
                     started = time.monotonic()
                     rollback(repo, "demo", options=options, reason="e2e rollback")
                     moves.append((started, time.monotonic(), 1))
-                    time.sleep(0.5)
+                    time.sleep(0.3)
         finally:
             stop.set()
             for thread in threads:
