@@ -109,6 +109,7 @@ class GatewayCore:
         self.backend = backend
         self.metrics = metrics
         self._rng = rng
+        self._label_versions: dict[tuple[str, str], str] = {}  # (model, label) → version last seen answering
         self._batcher: MicroBatcher[_Row] = MicroBatcher(
             self._predict_rows,
             max_batch_size=settings.max_batch_size,
@@ -237,8 +238,18 @@ class GatewayCore:
             default=1,
         )
         self.metrics.images.labels(model=model, version=version).inc(images)
-        self.metrics.model_info.labels(model=model, version=version, label=target.label or "").set(1)
+        self._record_label(model, target.label or "", version)
         return response
+
+    def _record_label(self, model: str, label: str, version: str) -> None:
+        """tlserve_model_info shows the version each label answered with last; a moved label drops its old series."""
+        previous = self._label_versions.get((model, label))
+        if previous == version:
+            return
+        if previous is not None:
+            self.metrics.model_info.remove(model, previous, label)
+        self._label_versions[(model, label)] = version
+        self.metrics.model_info.labels(model=model, version=version, label=label).set(1)
 
     async def _upstream(self, call: Awaitable[Result]) -> Result:
         """Await one backend call, timing it and translating its errors into the error tree."""

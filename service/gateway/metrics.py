@@ -55,7 +55,7 @@ class GatewayMetrics:
         self.images = Counter("tlserve_images", "Images classified", ["model", "version"], registry=registry)
         self.model_info = Gauge(
             "tlserve_model_info",
-            "1 for each model version seen serving a label",
+            "1 for the version each label (empty = unpinned) last answered with",
             ["model", "version", "label"],
             registry=registry,
         )

@@ -94,3 +94,11 @@ def test_metrics_count_requests_by_route_and_code(client):
     durations = samples(client, "tlserve_request_duration_seconds_count")
     assert durations[(("protocol", "http"), ("route", "/predict"))] == 4
     assert samples(client, "tlserve_inflight_requests") == {(): 1}  # the /metrics request itself
+
+
+def test_model_info_follows_a_label_that_moves(client, fake_upstream):
+    assert predict(client, "label=stable").json()["version"] == 2
+    fake_upstream.models["demo"] = {1: "stable", 2: None}
+    assert predict(client, "label=stable").json()["version"] == 1
+    info = samples(client, "tlserve_model_info")
+    assert info == {(("label", "stable"), ("model", "demo"), ("version", "1")): 1}
