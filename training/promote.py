@@ -91,6 +91,7 @@ def move_label(
             raise CommandError(f"{name} has no version {version} under {models_dir}")
         old = before.labels.get(label)
         if old == version:
+            _finish_interrupted(models_dir, before, options)
             return Move(name, label, old, version, changed=False)
         if options.server is None:
             save_model(models_dir, _final(_with_label(before, label, version, models_dir)))
@@ -120,6 +121,13 @@ def _move_online(models_dir: Path, before: ServedModel, label: str, version: int
     if options.unload:
         time.sleep(options.drain_s)
         _apply(models_dir, _final(labelled), options)
+
+
+def _finish_interrupted(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
+    """A move killed after its label step still serves the old version: unload it now (step 3)."""
+    final = _final(model)
+    if options.server is not None and options.unload and model.versions and final.versions != model.versions:
+        _apply(models_dir, final, options)
 
 
 def _with_label(model: ServedModel, label: str, version: int, models_dir: Path) -> ServedModel:

@@ -94,6 +94,20 @@ def test_promote_to_the_current_version_changes_nothing(models_dir: Path, served
     assert audit.read_records(models_dir) == []
 
 
+def test_repeating_a_promote_killed_after_its_label_step_unloads_the_old_version(models_dir: Path) -> None:
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1, 2), {"stable": 2}))  # killed before step 3
+    fake, client, grpc_server = boot(models_dir)
+    try:
+        move = move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))
+    finally:
+        client.close()
+        grpc_server.stop(None)
+
+    assert move.changed is False
+    assert modelconfig.get_model(fake.accepted[-1], "demo").versions == (2,)
+    assert modelconfig.load_model(models_dir, "demo").versions == (2,)
+
+
 def test_promote_of_a_missing_version_is_a_usage_error(models_dir: Path, served) -> None:
     _fake, options = served
     with pytest.raises(CommandError, match="no version 9"):
