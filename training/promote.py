@@ -116,7 +116,11 @@ def _move_online(models_dir: Path, before: ServedModel, label: str, version: int
         _restore(models_dir, original, options)
         raise Refused(f"{before.name} version {version} did not become AVAILABLE, {label} unchanged: {exc}") from exc
     labelled = _with_label(loading, label, version, models_dir)
-    _apply(models_dir, labelled, options)
+    try:
+        _apply(models_dir, labelled, options)
+    except ServerError:
+        save_model(models_dir, loading)  # the server kept the step-1 config; so must the file
+        raise
     logger.info("%s: %s -> %s", before.name, label, version)
     if options.unload:
         time.sleep(options.drain_s)
