@@ -108,6 +108,13 @@ HELP: dict[str, str] = {
     "runs_dir": "where run directories (checkpoints, logs, reports) go",
     "json": "print the result as JSON",
 }
+CHOICES = {
+    "base": BASES,
+    "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "head": HEADS,
+    "class_weights": CLASS_WEIGHTS,
+}
 _CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (positional or shared flags)
 
 
@@ -126,8 +133,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             action = argparse.BooleanOptionalAction
             parser.add_argument(flag_name(item.name), action=action, default=argparse.SUPPRESS, help=help_text)
         else:
+            choices = CHOICES.get(item.name)
             parser.add_argument(
-                flag_name(item.name), type=_parser_for(item.type), default=argparse.SUPPRESS, help=help_text
+                flag_name(item.name),
+                type=_parser_for(item.type),
+                default=argparse.SUPPRESS,
+                metavar="{" + ",".join(choices) + "}" if choices else None,
+                help=help_text,
             )
 
 
