@@ -17,6 +17,11 @@ pytestmark = pytest.mark.slow
 GATES_THAT_PASS = ["--accuracy-tolerance", "1", "--min-class-recall", "0", "--latency-factor", "1000"]
 
 
+def fast(models_dir: Path) -> list[str]:
+    """One epoch, and run directories beside the test's models/ (not in the working directory)."""
+    return ["--epochs", "1", "--runs-dir", str(models_dir.parent / "runs")]
+
+
 def add_images(root: Path, per_class: int, *, seed: int) -> None:
     """New files beside the old ones (new names), as a labelling team would deliver them."""
     from training.data.sample import render_shape
@@ -103,7 +108,7 @@ def test_retrain_publishes_candidate_and_promotes_when_every_gate_passes(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), "--offline",
-                 "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+                 *fast(repo), "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
 
     out = capsys.readouterr().out
     assert code == 0, out
@@ -122,7 +127,7 @@ def test_retrain_keeps_back_a_candidate_that_fails_a_gate_and_says_why(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), "--offline",
-                 "--epochs", "1", "--promote-if-better", "--min-class-recall", "1.01",
+                 *fast(repo), "--promote-if-better", "--min-class-recall", "1.01",
                  "--latency-factor", "1000"])  # fmt: skip
 
     captured = capsys.readouterr()
@@ -153,7 +158,7 @@ def test_retrain_against_a_running_model_server_gates_and_promotes_there(
     with running_model_server(repo) as server:
         online = ["--server", server.target, "--drain", "0"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
-                     "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+                     *fast(repo), "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
         out = capsys.readouterr().out
         request = predict_request(random_images(1), "tiny", version_label="stable")
         answered = server.prediction_stub().Predict(request, timeout=30).model_spec.version.value
@@ -176,7 +181,7 @@ def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     try:
         online = ["--server", target, "--drain", "0", "--load-timeout", "0.5"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
-                     "--epochs", "1", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+                     *fast(repo), "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
     finally:
         server.stop(None)
 
