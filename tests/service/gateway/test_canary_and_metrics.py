@@ -102,3 +102,14 @@ def test_model_info_follows_a_label_that_moves(client, fake_upstream):
     assert predict(client, "label=stable").json()["version"] == 1
     info = samples(client, "tlserve_model_info")
     assert info == {(("label", "stable"), ("model", "demo"), ("version", "1")): 1}
+
+
+def test_upstream_predicts_are_counted_per_label_and_outcome(make_client, canary_upstream):
+    client = make_client(canary_share=1.0)
+    assert predict(client).status_code == 200
+    assert predict(client, "label=stable").status_code == 200
+    assert predict(client, "label=gone").status_code == 404
+    counts = samples(client, "tlserve_upstream_predicts_total")
+    assert counts[(("code", "OK"), ("label", "canary"))] == 1
+    assert counts[(("code", "OK"), ("label", "stable"))] == 1
+    assert counts[(("code", "NOT_FOUND"), ("label", "gone"))] == 1
