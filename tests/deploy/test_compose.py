@@ -137,3 +137,15 @@ def test_gateway_environment_names_real_settings(compose: dict[str, Any]) -> Non
 
     fields = {f"TLSERVE_{name.upper()}" for name in Settings.model_fields}
     assert set(compose["services"]["gateway"]["environment"]) <= fields
+
+
+def test_tf_serving_runs_with_the_same_flags_in_compose_and_kubernetes(
+    compose: dict[str, Any], rendered: dict[str, Path]
+) -> None:
+    from tests.deploy.conftest import find, load_documents
+
+    deployment = find(load_documents(rendered["gpu"]), "Deployment", "tfserving")
+    (main,) = (item for item in deployment["spec"]["template"]["spec"]["containers"] if item["name"] == "tfserving")
+    # Compose's image entrypoint adds --port/--rest_api_port itself; every other flag must agree.
+    assert set(compose["services"]["tfserving"]["command"]) <= set(main["args"])
+    assert compose["services"]["tfserving"]["working_dir"] == main["workingDir"]
