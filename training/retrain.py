@@ -9,6 +9,7 @@ split keeps every old test image in that split as data is added, so stable never
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -101,8 +102,6 @@ def retrain_config(args: argparse.Namespace, baseline: Baseline) -> Any:
 
     known = {item.name for item in fields(TrainConfig)}
     values = {key: value for key, value in baseline.config.items() if key in known and key not in _RUN_KEYS}
-    if baseline.version_dir is not None:
-        values["weights"] = "none"  # every base weight is overwritten by stable's anyway
     if args.config is not None:
         values.update(load_toml(args.config))
     overrides = {key: value for key, value in vars(args).items() if key in known}
@@ -122,8 +121,8 @@ def restore_weights(model: Any, version_dir: Path) -> None:
     status.expect_partial()
 
 
-def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any]:
-    """training.train.train, with stable's weights restored before the phases; returns (TrainResult, scan)."""
+def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any, bool]:
+    """training.train.train, with stable's weights restored before the phases; returns (TrainResult, scan, warm)."""
     import keras
 
     from training.model import build_classifier
@@ -144,15 +143,18 @@ def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any]:
     splits = {name: [record for record in scan.records if record.split == name] for name in SPLITS}
     if not splits["train"]:
         raise CommandError(f"{config.data}: no usable training images")
+    warm = baseline.version_dir is not None and baseline.classes == list(scan.classes)
+    if warm:
+        config = dataclasses.replace(config, weights="none")  # stable's weights replace the base's anyway
+    elif baseline.version_dir is not None:
+        logger.warning("classes changed (%s -> %s): no warm start", baseline.classes, scan.classes)
     run_dir = prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.mixed_precision), distribution_scope():
         classifier = build_classifier(config, len(scan.classes))
-        if baseline.version_dir is not None and baseline.classes == list(scan.classes):
+        if warm and baseline.version_dir is not None:
             restore_weights(classifier.model, baseline.version_dir)
             logger.info("warm start from %s", baseline.version_dir)
-        elif baseline.version_dir is not None:
-            logger.warning("classes changed (%s -> %s): training from scratch", baseline.classes, scan.classes)
         run_phases(classifier, config, splits, scan.classes, run_dir, progress=False)
     metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
     result = TrainResult(
@@ -167,7 +169,7 @@ def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any]:
         skipped=skipped_by_reason(scan),
         duration_s=time.monotonic() - started,
     )
-    return result, scan
+    return result, scan, warm
 
 
 def evaluate_on_holdout(version_dir: Path, scan: Any, *, batch_size: int = 32) -> Metrics:

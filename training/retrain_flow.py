@@ -52,9 +52,10 @@ class RetrainFlow:
 
         baseline = find_baseline(self.models_dir, self.name)
         config = retrain_config(self.args, baseline)
-        result, scan = warm_train(config, baseline)
+        result, scan, warm = warm_train(config, baseline)
         candidate = publish_run(result, self.models_dir, self.name)
-        print(f"published {self.name} version {candidate} (warm start from {baseline.version or 'nothing'})")
+        start = f"warm start from {baseline.version}" if warm else "trained from the base weights"
+        print(f"published {self.name} version {candidate} ({start})")
         load_error = self._label_canary(candidate)
         candidate_dir = self.models_dir / self.name / str(candidate)
         candidate_metrics = evaluate_on_holdout(candidate_dir, scan)
