@@ -229,7 +229,7 @@ class GatewayCore:
             response = await self._upstream(self.backend.predict(request, timeout_s))
         except GatewayError as exc:
             # Per-label outcomes let alerts compare the canary's error ratio with the rest of the traffic.
-            predicts.labels(label=target.label or "", code=exc.grpc_status.name).inc()
+            predicts.labels(label=self._metric_label(target), code=exc.grpc_status.name).inc()
             raise
         predicts.labels(label=target.label or "", code="OK").inc()
         model, version = response.model_spec.name or target.name, str(response.model_spec.version.value)
@@ -240,6 +240,12 @@ class GatewayCore:
         self.metrics.images.labels(model=model, version=version).inc(images)
         self._record_label(model, target.label or "", version)
         return response
+
+    def _metric_label(self, target: ModelTarget) -> str:
+        """A failed request's label as a metric label: clients may send any label, metrics must stay low-cardinality."""
+        label = target.label or ""
+        known = {"", "stable", self.settings.canary_label} | {seen for _, seen in self._label_versions}
+        return label if label in known else "other"
 
     def _record_label(self, model: str, label: str, version: str) -> None:
         """tlserve_model_info shows the version each label answered with last; a moved label drops its old series."""

@@ -112,4 +112,4 @@ def test_upstream_predicts_are_counted_per_label_and_outcome(make_client, canary
     counts = samples(client, "tlserve_upstream_predicts_total")
     assert counts[(("code", "OK"), ("label", "canary"))] == 1
     assert counts[(("code", "OK"), ("label", "stable"))] == 1
-    assert counts[(("code", "NOT_FOUND"), ("label", "gone"))] == 1
+    assert counts[(("code", "NOT_FOUND"), ("label", "other"))] == 1  # unknown labels must not grow the series
