@@ -190,3 +190,24 @@ def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     assert "infra gate refused: candidate did not load: tiny version 2 did not become AVAILABLE" in captured.err
     assert fake.last_labels("tiny") == {"stable": 1}
     assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
+    repo: Path, grown_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.data.sample import render_shape
+
+    data = tmp_path / "shapes"
+    shutil.copytree(grown_data, data)
+    (data / "star").mkdir()
+    for index in range(14):
+        render_shape("star", 40, np.random.default_rng([3, index])).save(data / "star" / f"star_{index:04d}.png")
+
+    code = main(["retrain", str(data), "--name", "tiny", "--models-dir", str(repo), "--offline", *fast(repo),
+                 "--weights", "none", "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert code == 1, captured.out
+    assert "(trained from the base weights)" in captured.out
+    assert "signature gate refused: classes ['circle', 'square', 'star', 'triangle'] != stable" in captured.err
+    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
