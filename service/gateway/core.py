@@ -21,62 +21,14 @@ from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.settings import Settings
+from service.gateway.targets import Classification, ImagePrediction, LabelScore, ModelTarget
 from service.gateway.tensors import string_tensor, to_array
 from service.gateway.validation import check_images
-from tlserve.contract import (
-    INPUT_BYTES,
-    LABEL_PATTERN,
-    MODEL_NAME_PATTERN,
-    OUTPUT_CLASSES,
-    OUTPUT_SCORES,
-    SIGNATURE_BYTES,
-)
+from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATURE_BYTES
 
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-MAX_VERSION = 2**63 - 1  # versions are int64 on the wire
-
-
-@dataclass(frozen=True)
-class ModelTarget:
-    """Which model a request asked for: a version, a label, or neither (the server's latest)."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-    canary: bool = False  # re-routed by the canary share, not asked for by the client
-
-    @property
-    def pinned(self) -> bool:
-        return self.version is not None or self.label is not None
-
-    def apply_to(self, model_spec: Any) -> None:
-        model_spec.name = self.name
-        if self.version is not None:
-            model_spec.version.value = self.version
-        elif self.label is not None:
-            model_spec.version_label = self.label
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    score: float
-
-
-@dataclass(frozen=True)
-class ImagePrediction:
-    label: str
-    score: float
-    top_k: list[LabelScore]
-
-
-@dataclass(frozen=True)
-class Classification:
-    model: str
-    version: int
-    predictions: list[ImagePrediction]
 
 
 @dataclass(frozen=True)
@@ -86,19 +38,6 @@ class _Row:
     model: str
     version: int
     top: list[LabelScore]
-
-
-def make_target(name: str, version: int | None = None, label: str | None = None) -> ModelTarget:
-    """Check what the client named; never guess a substitute for something that does not exist."""
-    if not MODEL_NAME_PATTERN.match(name):
-        raise NotFound(f"model name {name!r} is not valid")
-    if version is not None and label is not None:
-        raise BadRequest("choose a version or a label, not both")
-    if version is not None and not 1 <= version <= MAX_VERSION:
-        raise NotFound(f"model {name!r} has no version {version}")
-    if label is not None and not LABEL_PATTERN.match(label):
-        raise NotFound(f"model {name!r} has no label {label!r}")
-    return ModelTarget(name, version, label)
 
 
 class GatewayCore:

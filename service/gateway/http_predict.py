@@ -10,7 +10,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from service.gateway.core import Classification, GatewayCore, make_target
+from service.gateway.core import GatewayCore
+from service.gateway.targets import Classification, make_target
 from service.gateway.tfserving_json import decode_b64, load_json
 
 router = APIRouter(tags=["predict"])

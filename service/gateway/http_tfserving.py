@@ -11,8 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import JSONResponse
 
-from service.gateway.core import GatewayCore, ModelTarget, make_target
+from service.gateway.core import GatewayCore
 from service.gateway.http_predict import authenticate
+from service.gateway.targets import ModelTarget, make_target
 from service.gateway.tfserving_json import (
     InputTypes,
     build_predict_request,
