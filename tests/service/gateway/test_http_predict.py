@@ -163,3 +163,11 @@ def test_api_keys_setting_reads_a_comma_separated_environment_variable(monkeypat
 
     monkeypatch.setenv("TLSERVE_API_KEYS", "one, two")
     assert Settings().api_keys == ("one", "two")
+
+
+def test_predict_returns_413_when_a_streamed_body_without_length_grows_too_large(make_client):
+    client = make_client(max_body_bytes=1000)
+    chunks = iter([b'{"instances": [{"b64": "', b"A" * 800, b"A" * 800, b'"}]}'])
+    response = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "1000" in response.json()["error"]["message"]
