@@ -127,10 +127,17 @@ def from_upstream(exc: grpc.aio.AioRpcError) -> GatewayError:
 
 
 @contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn third-party errors raised inside the block into tree members (`raise ... from exc`)."""
+def translate_errors(*, decoding_images: bool = False) -> Iterator[None]:
+    """Turn third-party errors raised inside the block into tree members (`raise ... from exc`).
+
+    PIL signals corrupt data with plain OSError/SyntaxError, so those count as InvalidImage only in blocks that
+    decode images; elsewhere they stay unexpected (500, logged).
+    """
     from PIL import Image, UnidentifiedImageError
 
+    image_errors: tuple[type[BaseException], ...] = (UnidentifiedImageError,)
+    if decoding_images:
+        image_errors += (SyntaxError, OSError)
     try:
         yield
     except GatewayError:
@@ -139,8 +146,7 @@ def translate_errors() -> Iterator[None]:
         raise from_upstream(exc) from exc
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"image has too many pixels: {exc}") from exc
-    except (UnidentifiedImageError, SyntaxError, OSError) as exc:
-        # PIL raises SyntaxError/OSError for truncated or corrupt headers.
+    except image_errors as exc:
         raise InvalidImage(f"cannot decode image: {exc}") from exc
 
 

@@ -57,7 +57,7 @@ def _image_errors(index: int) -> Iterator[None]:
     from PIL import UnidentifiedImageError
 
     try:
-        with translate_errors():
+        with translate_errors(decoding_images=True):
             yield
     except InvalidImage as error:
         if isinstance(error.__cause__, UnidentifiedImageError):
