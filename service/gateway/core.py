@@ -29,6 +29,7 @@ from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATU
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+NO_CANARY_RECHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ class GatewayCore:
         self.backend = backend
         self.metrics = metrics
         self._rng = rng
-        self._label_versions: dict[tuple[str, str], str] = {}  # (model, label) → version last seen answering
+        # (model, label) → version last seen answering, for tlserve_model_info.
+        self._label_versions: dict[tuple[str, str], str] = {}
+        # model → monotonic time at which to probe its canary label again.
+        self._no_canary_until: dict[str, float] = {}
         self._batcher: MicroBatcher[_Row] = MicroBatcher(
             self._predict_rows,
             max_batch_size=settings.max_batch_size,
@@ -73,7 +77,13 @@ class GatewayCore:
         share = self.settings.canary_share
         if target.pinned or share <= 0 or self._rng.random() >= share:
             return target
+        if time.monotonic() < self._no_canary_until.get(target.name, 0.0):
+            return target
         return ModelTarget(target.name, label=self.settings.canary_label, canary=True)
+
+    def _canary_missing(self, target: ModelTarget) -> None:
+        """Stop routing to a canary label the model does not have, for a while (one probe per interval)."""
+        self._no_canary_until[target.name] = time.monotonic() + NO_CANARY_RECHECK_S
 
     async def classify(self, images: list[bytes], target: ModelTarget, top_k: int, timeout_s: float) -> Classification:
         """Top-k labels per image: validate, batch with concurrent requests, call upstream."""
@@ -85,6 +95,7 @@ class GatewayCore:
             if not routed.canary:
                 raise
             # The client asked for no label: without a canary version the default one answers.
+            self._canary_missing(routed)
             rows = await self._submit(target, images, timeout_s)
         predictions = [_top_k(row.top, top_k) for row in rows]
         return Classification(model=rows[0].model, version=rows[0].version, predictions=predictions)
@@ -104,7 +115,7 @@ class GatewayCore:
                 try:
                     return await self._predict_and_count(canary_request, routed, timeout_s)
                 except NotFound:
-                    pass
+                    self._canary_missing(routed)
         label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
         return await self._predict_and_count(request, ModelTarget(spec.name, label=label), timeout_s)
 
@@ -167,6 +178,8 @@ class GatewayCore:
         try:
             response = await self._upstream(self.backend.predict(request, timeout_s))
         except GatewayError as exc:
+            if target.canary and isinstance(exc, NotFound):
+                raise  # no canary to compare: the client's request is answered by the default version instead
             # Per-label outcomes let alerts compare the canary's error ratio with the rest of the traffic.
             predicts.labels(label=self._metric_label(target), code=exc.grpc_status.name).inc()
             raise

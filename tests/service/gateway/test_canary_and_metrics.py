@@ -113,3 +113,12 @@ def test_upstream_predicts_are_counted_per_label_and_outcome(make_client, canary
     assert counts[(("code", "OK"), ("label", "canary"))] == 1
     assert counts[(("code", "OK"), ("label", "stable"))] == 1
     assert counts[(("code", "NOT_FOUND"), ("label", "other"))] == 1  # unknown labels must not grow the series
+
+
+def test_missing_canary_is_probed_once_then_skipped_and_not_counted_as_an_error(make_client, fake_upstream):
+    client = make_client(canary_share=1.0)
+    assert all(predict(client).status_code == 200 for _ in range(5))
+    labels = [request.model_spec.version_label for request in fake_upstream.predict_requests]
+    assert labels == ["canary", "", "", "", "", ""]  # one probe, then straight to the default version
+    counts = samples(client, "tlserve_upstream_predicts_total")
+    assert counts == {(("code", "OK"), ("label", "")): 5}
