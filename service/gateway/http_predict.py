@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from service.gateway.core import GatewayCore
+from service.gateway.http_auth import AuthenticatedCore
 from service.gateway.targets import Classification, make_target
 from service.gateway.tfserving_json import decode_b64, load_json
 
@@ -105,20 +105,6 @@ REQUEST_BODY = {
 }
 
 
-def api_key_of(x_api_key: str | None, authorization: str | None) -> str | None:
-    if x_api_key:
-        return x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return None
-
-
-def authenticate(request: Request, x_api_key: str | None, authorization: str | None) -> GatewayCore:
-    core: GatewayCore = request.app.state.core
-    core.authenticate(api_key_of(x_api_key, authorization))
-    return core
-
-
 @router.post(
     "/predict",
     summary="Classify one or more images",
@@ -130,14 +116,12 @@ def authenticate(request: Request, x_api_key: str | None, authorization: str | N
 )
 async def predict(
     request: Request,
+    core: AuthenticatedCore,
     model: Annotated[str | None, Query(description="model name (default: the gateway's default model)")] = None,
     version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
     label: Annotated[str | None, Query(description="pin a version label, e.g. stable")] = None,
     top_k: Annotated[int | None, Query(ge=1, le=5, description="labels per image (multipart; JSON may say it)")] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
 ) -> PredictAnswer:
-    core = authenticate(request, x_api_key, authorization)
     settings = core.settings
     target = make_target(model or settings.default_model, version, label)
     images, body_top_k = await read_images(request, settings.max_images_per_request)

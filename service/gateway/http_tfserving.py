@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from service.gateway.core import GatewayCore
-from service.gateway.http_predict import authenticate
+from service.gateway.http_auth import AuthenticatedCore
 from service.gateway.targets import ModelTarget, make_target
 from service.gateway.tfserving_json import (
     InputTypes,
@@ -30,7 +30,6 @@ SIGNATURE_CACHE_TTL_S = 30.0
 Name = Annotated[str, Path(description="model name")]
 Version = Annotated[int, Path(ge=1, description="model version")]
 Label = Annotated[str, Path(description="version label, e.g. stable")]
-ApiKey = Annotated[str | None, Header()]
 
 TF_ERROR = {
     "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}
@@ -65,14 +64,12 @@ PREDICT_BODY = {
 }
 
 
-async def _status(request: Request, target: ModelTarget) -> JSONResponse:
-    core: GatewayCore = request.app.state.core
+async def _status(core: GatewayCore, target: ModelTarget) -> JSONResponse:
     response = await core.model_status(core.status_request(target), core.settings.request_timeout_s)
     return JSONResponse(status_json(response))
 
 
-async def _metadata(request: Request, target: ModelTarget) -> JSONResponse:
-    core: GatewayCore = request.app.state.core
+async def _metadata(core: GatewayCore, target: ModelTarget) -> JSONResponse:
     response = await core.model_metadata(core.metadata_request(target), core.settings.request_timeout_s)
     return JSONResponse(metadata_json(response))
 
@@ -101,47 +98,33 @@ async def _input_types(request: Request, core: GatewayCore, target: ModelTarget,
 
 
 @router.get("/{name}", summary="Model status (all versions)", responses=TF_ERRORS)
-async def model_status(request: Request, name: Name, x_api_key: ApiKey = None, authorization: ApiKey = None) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _status(request, make_target(name))
+async def model_status(name: Name, core: AuthenticatedCore) -> Any:
+    return await _status(core, make_target(name))
 
 
 @router.get("/{name}/versions/{version}", summary="Status of one version", responses=TF_ERRORS)
-async def version_status(
-    request: Request, name: Name, version: Version, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _status(request, make_target(name, version=version))
+async def version_status(name: Name, version: Version, core: AuthenticatedCore) -> Any:
+    return await _status(core, make_target(name, version=version))
 
 
 @router.get("/{name}/labels/{label}", summary="Status of a labelled version", responses=TF_ERRORS)
-async def label_status(
-    request: Request, name: Name, label: Label, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _status(request, make_target(name, label=label))
+async def label_status(name: Name, label: Label, core: AuthenticatedCore) -> Any:
+    return await _status(core, make_target(name, label=label))
 
 
 @router.get("/{name}/metadata", summary="Signature metadata (latest version)", responses=TF_ERRORS)
-async def model_metadata(request: Request, name: Name, x_api_key: ApiKey = None, authorization: ApiKey = None) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _metadata(request, make_target(name))
+async def model_metadata(name: Name, core: AuthenticatedCore) -> Any:
+    return await _metadata(core, make_target(name))
 
 
 @router.get("/{name}/versions/{version}/metadata", summary="Signature metadata of one version", responses=TF_ERRORS)
-async def version_metadata(
-    request: Request, name: Name, version: Version, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _metadata(request, make_target(name, version=version))
+async def version_metadata(name: Name, version: Version, core: AuthenticatedCore) -> Any:
+    return await _metadata(core, make_target(name, version=version))
 
 
 @router.get("/{name}/labels/{label}/metadata", summary="Signature metadata of a label", responses=TF_ERRORS)
-async def label_metadata(
-    request: Request, name: Name, label: Label, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    authenticate(request, x_api_key, authorization)
-    return await _metadata(request, make_target(name, label=label))
+async def label_metadata(name: Name, label: Label, core: AuthenticatedCore) -> Any:
+    return await _metadata(core, make_target(name, label=label))
 
 
 @router.post(
@@ -150,8 +133,7 @@ async def label_metadata(
     responses=TF_ERRORS,
     openapi_extra={"requestBody": PREDICT_BODY},
 )
-async def predict(request: Request, name: Name, x_api_key: ApiKey = None, authorization: ApiKey = None) -> Any:
-    core = authenticate(request, x_api_key, authorization)
+async def predict(request: Request, name: Name, core: AuthenticatedCore) -> Any:
     return await _predict(request, core, make_target(name))
 
 
@@ -161,10 +143,7 @@ async def predict(request: Request, name: Name, x_api_key: ApiKey = None, author
     responses=TF_ERRORS,
     openapi_extra={"requestBody": PREDICT_BODY},
 )
-async def version_predict(
-    request: Request, name: Name, version: Version, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    core = authenticate(request, x_api_key, authorization)
+async def version_predict(request: Request, name: Name, version: Version, core: AuthenticatedCore) -> Any:
     return await _predict(request, core, make_target(name, version=version))
 
 
@@ -174,8 +153,5 @@ async def version_predict(
     responses=TF_ERRORS,
     openapi_extra={"requestBody": PREDICT_BODY},
 )
-async def label_predict(
-    request: Request, name: Name, label: Label, x_api_key: ApiKey = None, authorization: ApiKey = None
-) -> Any:
-    core = authenticate(request, x_api_key, authorization)
+async def label_predict(request: Request, name: Name, label: Label, core: AuthenticatedCore) -> Any:
     return await _predict(request, core, make_target(name, label=label))

@@ -95,3 +95,12 @@ def test_malformed_json_on_tf_serving_route_is_400(client):
     response = client.post("/v1/models/demo:predict", content=b"{", headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]
+
+
+def test_tf_serving_routes_require_the_api_key_when_configured(make_client):
+    client = make_client(api_keys=("k",))
+    assert client.get("/v1/models/demo").status_code == 401
+    assert client.get("/v1/models/demo").json() == {
+        "error": "a valid API key is required (header X-API-Key or Authorization: Bearer)"
+    }
+    assert client.get("/v1/models/demo", headers={"authorization": "Bearer k"}).status_code == 200

@@ -47,3 +47,6 @@ def test_openapi_documents_predict_examples_and_error_statuses(api_schema):
     assert "example" in predict["requestBody"]["content"]["application/json"]
     assert {"400", "401", "404", "413", "415", "422", "503", "504"} <= set(predict["responses"])
     assert "/v1/models/{name}:predict" in raw["paths"]
+    schemes = raw["components"]["securitySchemes"]
+    assert {"type": "apiKey", "in": "header", "name": "X-API-Key"}.items() <= schemes["APIKeyHeader"].items()
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
