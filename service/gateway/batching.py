@@ -75,8 +75,11 @@ class MicroBatcher(Generic[Row]):
             self._flush(key)
         elif queue.timer is None and not queue.due:
             queue.timer = loop.call_later(self.batch_wait_timeout_s, self._on_wait_over, key)
-        # Cancelling the caller cancels this future, which marks the request as gone for _dispatch.
-        return await item.future
+        # Cancelling the caller (or its deadline) cancels this future, which marks the request as gone for _dispatch.
+        try:
+            return await asyncio.wait_for(item.future, timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer within the request's {timeout_s:.3g} s") from None
 
     async def close(self) -> None:
         """Send what is queued and wait for every batch in flight."""

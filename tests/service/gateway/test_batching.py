@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.gateway.http_app import create_app
@@ -147,3 +148,31 @@ def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
 
     assert asyncio.run(scenario()) == [[b"A"], [b"B"], [b"C"], [b"D"]]
     assert sent == [[b"a"], [b"b", b"c", b"d"]]
+
+
+def test_a_caller_past_its_deadline_gets_deadline_exceeded_while_others_keep_waiting():
+    from service.errors import DeadlineExceeded
+    from service.gateway.batching import MicroBatcher
+    from service.gateway.metrics import GatewayMetrics
+
+    sent: list[list[bytes]] = []
+
+    async def slow_predict(key, images, timeout_s):
+        sent.append(images)
+        await asyncio.sleep(0.5)
+        return list(images)
+
+    async def scenario():
+        batcher = MicroBatcher(
+            slow_predict, max_batch_size=8, batch_wait_timeout_s=0.0, max_concurrent_batches=1, metrics=GatewayMetrics()
+        )
+        busy = asyncio.create_task(batcher.submit("m", [b"first"], 5.0))
+        await asyncio.sleep(0.01)
+        impatient = asyncio.create_task(batcher.submit("m", [b"impatient"], 0.05))  # queued behind "first"
+        patient = asyncio.create_task(batcher.submit("m", [b"patient"], 5.0))
+        with pytest.raises(DeadlineExceeded):
+            await impatient
+        return await busy, await patient
+
+    assert asyncio.run(scenario()) == ([b"first"], [b"patient"])
+    assert sent == [[b"first"], [b"patient"]]  # the expired request never went upstream
