@@ -136,6 +136,8 @@ def unfreeze_top(base: Any, fine_tune_from: str, base_name: str) -> int:
 
 def _first_unfrozen_index(layers: list[Any], fine_tune_from: str) -> int:
     if fine_tune_from.isdigit():
+        if int(fine_tune_from) == 0:
+            raise ConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
         return max(0, len(layers) - int(fine_tune_from))
     for index, layer in enumerate(layers):
         if layer.name.startswith(fine_tune_from):

@@ -101,3 +101,5 @@ def test_fine_tune_from_an_unknown_layer_is_a_config_error(recipe) -> None:
 
     with pytest.raises(ConfigError, match="no layer"):
         unfreeze_top(recipe.base, "block9", "vgg16")
+    with pytest.raises(ConfigError, match="unfreezes nothing"):
+        unfreeze_top(recipe.base, "0", "vgg16")

@@ -33,6 +33,12 @@ def test_every_grid_point_is_validated_before_anything_runs() -> None:
         sweep_configs({"epochs": 1}, {}, "sweep.toml")
 
 
+def test_sweep_file_with_an_unknown_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sweep.toml").write_text('data = "d"\nname = "n"\n[sweep]\nlayers = [1, 2]\n')
+    assert main(["sweep", str(tmp_path / "sweep.toml")]) == 2
+    assert "unknown key 'layers'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
