@@ -7,9 +7,11 @@ serving cannot disagree with training. Written with `tf.saved_model.save` around
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,12 +84,27 @@ def export_saved_model(model: Any, spec: ExportSpec, out_dir: Path, *, warmup_im
         contract.SIGNATURE_BYTES: servable.serve_bytes.get_concrete_function(),
         contract.SIGNATURE_PIXELS: servable.serve_pixels.get_concrete_function(),
     }
-    tf.saved_model.save(servable, str(out_dir), signatures=signatures)
+    with _quiet_save_logs():
+        tf.saved_model.save(servable, str(out_dir), signatures=signatures)
     write_labels(out_dir, spec.classes)
     write_metadata(out_dir, spec)
     if warmup_images:
         write_warmup_requests(out_dir, warmup_images)
     return out_dir
+
+
+@contextlib.contextmanager
+def _quiet_save_logs() -> Iterator[None]:
+    """tf.saved_model.save logs an INFO line per renamed resource input and per assets dir: noise on every export."""
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
+    levels = [one.level for one in loggers]
+    for one in loggers:
+        one.setLevel(max(one.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for one, level in zip(loggers, levels, strict=True):
+            one.setLevel(level)
 
 
 def write_labels(version_dir: Path, classes: Sequence[str]) -> None:
