@@ -103,3 +103,20 @@ def test_fine_tune_from_an_unknown_layer_is_a_config_error(recipe) -> None:
         unfreeze_top(recipe.base, "block9", "vgg16")
     with pytest.raises(ConfigError, match="unfreezes nothing"):
         unfreeze_top(recipe.base, "0", "vgg16")
+
+
+@pytest.mark.parametrize(
+    ("base", "module"),
+    [("resnet50", "resnet50"), ("mobilenet_v2", "mobilenet_v2"), ("efficientnet_b0", "efficientnet")],
+)
+def test_every_base_builds_with_its_own_preprocessing(base: str, module: str) -> None:
+    import keras
+
+    from training.model import build_classifier
+
+    classifier = build_classifier(TrainConfig(base=base, head="gap", dense_units=0, **SMALL), num_classes=2)
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    preprocess = getattr(keras.applications, module).preprocess_input
+    expected = classifier.head(classifier.base(preprocess(pixels.copy()), training=False))
+    np.testing.assert_allclose(classifier.model(pixels, training=False), expected, rtol=1e-5, atol=1e-6)
+    assert classifier.model.output_shape == (None, 2)
