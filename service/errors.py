@@ -120,10 +120,18 @@ _UPSTREAM_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
 }
 
 
+# TF Serving (and the embedded model server) answer an unknown version label with INVALID_ARGUMENT and this text.
+# To our clients a label that does not exist is as missing as a version that does not: 404, never a 400.
+UNKNOWN_LABEL_MESSAGE = "Unrecognized servable version label"
+
+
 def from_upstream(exc: grpc.aio.AioRpcError) -> GatewayError:
     """The tree member for an upstream RPC failure; the model server's detail is kept for 4xx answers."""
+    details = exc.details() or exc.code().name
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(UNKNOWN_LABEL_MESSAGE):
+        return NotFound(details)
     error_class = _UPSTREAM_ERRORS.get(exc.code(), BackendFailed)
-    return error_class(exc.details() or exc.code().name)
+    return error_class(details)
 
 
 @contextmanager

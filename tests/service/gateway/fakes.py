@@ -39,10 +39,19 @@ class FakeModelServer:
         self.fail_next: list[grpc.aio.AioRpcError] = []  # raised one per call, before fail_with
 
     def resolve(self, spec) -> int:
+        """The version a ModelSpec names, failing with the real servers' codes and messages."""
         versions = self.models.get(spec.name)
+        choice = spec.WhichOneof("version_choice")
+        if choice == "version_label":
+            # Like TF Serving and the embedded server: an unknown label (of any model) is INVALID_ARGUMENT.
+            for version, label in (versions or {}).items():
+                if label == spec.version_label:
+                    return version
+            raise rpc_error(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {spec.version_label}"
+            )
         if not versions:
             raise rpc_error(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({spec.name})")
-        choice = spec.WhichOneof("version_choice")
         if choice == "version":
             if spec.version.value not in versions:
                 raise rpc_error(
@@ -50,11 +59,6 @@ class FakeModelServer:
                     f"Servable not found for request: Specific({spec.name}, {spec.version.value})",
                 )
             return spec.version.value
-        if choice == "version_label":
-            for version, label in versions.items():
-                if label == spec.version_label:
-                    return version
-            raise rpc_error(grpc.StatusCode.NOT_FOUND, f"Unrecognized servable version label: {spec.version_label}")
         return max(versions)
 
     async def predict(self, request, timeout_s: float):

@@ -84,3 +84,33 @@ def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(
     responses = asyncio.run(scenario())
     assert [response.status_code for response in responses] == [200, 200, 200, 400]
     assert responses[3].json()["error"]["code"] == "bad_request"
+
+
+def test_an_unknown_label_is_404_on_every_protocol_against_the_real_model_server(model_server):
+    # The real server says INVALID_ARGUMENT "Unrecognized servable version label: nope"; clients must see 404.
+    async def scenario():
+        async with running_gateway(model_server.port, request_timeout_s=60) as ports:
+            async with http_client(ports) as client:
+                files = [("files", ("a.png", IMAGES[0], "image/png"))]
+                predict = await client.post("/predict?label=nope", files=files)
+                instances = [{"b64": base64.b64encode(IMAGES[0]).decode()}]
+                rest = await client.post("/v1/models/demo/labels/nope:predict", json={"instances": instances})
+                unpinned = await client.post("/predict", files=files)  # no `stable` label: the latest answers
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc_port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                request = tf_serving_request(IMAGES[:1])
+                request.model_spec.version_label = "nope"
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.Predict(request, timeout=60)
+        return predict, rest, unpinned, caught.value
+
+    predict, rest, unpinned, grpc_error = asyncio.run(scenario())
+    assert predict.status_code == 404
+    assert predict.json()["error"]["code"] == "not_found"
+    assert "nope" in predict.json()["error"]["message"]
+    assert rest.status_code == 404
+    assert "nope" in rest.json()["error"]
+    assert grpc_error.code() == grpc.StatusCode.NOT_FOUND
+    assert "nope" in grpc_error.details()
+    assert unpinned.status_code == 200
+    assert unpinned.json()["version"] == 1
