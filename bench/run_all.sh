@@ -9,3 +9,6 @@ echo "raw results: $BENCH_OUT"
 
 echo "== training: original recipe vs tlserve phase 1"
 python bench/train_bench.py --images-per-class 200 --image-size 64 --epochs 5 --out "$BENCH_OUT/train.json"
+
+echo "== serving: gateway overhead, batching gain, efficiency, bytes on the wire"
+python bench/serve_bench.py --image-size 64 --out "$BENCH_OUT/serve.json"

@@ -214,18 +214,22 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 upstream=server.target, env=env | {"TLSERVE_BATCHING_ENABLED": "false"}, log_path=workdir / "off.log"
             ) as gateway_off,
             grpc.insecure_channel(server.target, options=GRPC_OPTIONS) as channel,
+            grpc.insecure_channel(gateway_off.grpc_target, options=GRPC_OPTIONS) as gateway_channel,
             httpx.Client(base_url=gateway_on.http_url, timeout=60) as http_on,
             httpx.Client(base_url=gateway_off.http_url, timeout=60) as http_off,
         ):
             from tensorflow_serving.apis import prediction_service_pb2_grpc
 
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            gateway_stub = prediction_service_pb2_grpc.PredictionServiceStub(gateway_channel)
             request = predict_request(args.model, [images[0]])
             files = [("files", ("x.jpg", images[0], "image/jpeg"))]
             calls = {
                 "direct_grpc": lambda: stub.Predict(request, timeout=60),
                 "gateway_batching_on": lambda: http_on.post("/predict", files=files).raise_for_status(),
                 "gateway_batching_off": lambda: http_off.post("/predict", files=files).raise_for_status(),
+                # The same proxy hop without HTTP/multipart/JSON: separates the HTTP stack from the extra hop.
+                "gateway_grpc_batching_off": lambda: gateway_stub.Predict(request, timeout=60),
             }
             print("single-image latency ...", file=sys.stderr)
             interleaved_latencies(calls, 10)  # warm up every path
