@@ -57,10 +57,17 @@ class RejectedImage(ClientError):
 class HttpClient:
     """POST /predict with a multipart upload; keeps one connection for several images."""
 
-    def __init__(self, url: str, *, model: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.model = model
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
 
     def predict(self, image: ImageBytes, *, filename: str = "image", top_k: int = 3) -> Prediction:
         params: dict[str, str | int] = {"top_k": top_k}

@@ -1,0 +1,117 @@
+"""The `tlserve predict` clients in-process: answers parsed, errors classified (no server needed)."""
+
+from __future__ import annotations
+
+import argparse
+
+import httpx
+import numpy as np
+import pytest
+
+from service.gateway import cli, client
+
+
+def json_answer(request: httpx.Request) -> httpx.Response:
+    assert request.url.path == "/predict"
+    assert request.url.params["top_k"] == "2"
+    assert request.url.params["model"] == "demo"
+    assert b'filename="cat.png"' in request.read()
+    top_k = [{"label": "cat", "score": 0.75}, {"label": "dog", "score": 0.2}]
+    body = {"model": "demo", "version": 3, "predictions": [{"label": "cat", "score": 0.75, "top_k": top_k}]}
+    return httpx.Response(200, json=body)
+
+
+def test_http_client_sends_multipart_and_reads_top_k():
+    with client.HttpClient("http://gw", model="demo", transport=httpx.MockTransport(json_answer)) as http:
+        prediction = http.predict(b"png bytes", filename="cat.png", top_k=2)
+    assert prediction == client.Prediction("demo", 3, (client.Scored("cat", 0.75), client.Scored("dog", 0.2)))
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [(400, client.RejectedImage), (413, client.RejectedImage), (404, client.ServerError), (503, client.ServerError)],
+)
+def test_http_client_classifies_error_answers(status, error_class):
+    body = {"error": {"code": "some_code", "message": "what went wrong"}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    with client.HttpClient("http://gw", transport=transport) as http, pytest.raises(error_class) as caught:
+        http.predict(b"x")
+    assert str(caught.value) == f"HTTP {status} some_code: what went wrong"
+
+
+def test_http_client_reports_unreachable_server_as_server_error():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    unreachable = pytest.raises(client.ServerError, match="cannot reach http://gw:1: Connection refused")
+    with client.HttpClient("http://gw:1", transport=httpx.MockTransport(refuse)) as http, unreachable:
+        http.predict(b"x")
+
+
+def predict_response(scores: np.ndarray, classes: list[list[bytes]], *, packed: bool):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorflow_serving.apis import predict_pb2
+
+    def shape(rows: int, cols: int):
+        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=rows), tensor_shape_pb2.TensorShapeProto.Dim(size=cols)]
+        return tensor_shape_pb2.TensorShapeProto(dim=dims)
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "demo"
+    response.model_spec.version.value = 7
+    rows, cols = scores.shape
+    score_tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape(rows, cols))
+    if packed:
+        score_tensor.tensor_content = scores.astype("<f4").tobytes()
+    else:
+        score_tensor.float_val.extend(scores.ravel().tolist())
+    response.outputs["scores"].CopyFrom(score_tensor)
+    labels = [label for row in classes for label in row]
+    response.outputs["classes"].CopyFrom(
+        tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape(rows, cols), string_val=labels)
+    )
+    return response
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["tensor_content", "float_val"])
+def test_grpc_answer_is_read_from_either_float_encoding(packed):
+    scores = np.array([[0.5, 0.25, 0.125], [0.75, 0.125, 0.0625]], dtype=np.float32)
+    classes = [[b"a", b"b", b"c"], [b"c", b"a", b"b"]]
+    predictions = client.predictions_from_response(predict_response(scores, classes, packed=packed), top_k=2)
+    assert predictions == [
+        client.Prediction("demo", 7, (client.Scored("a", 0.5), client.Scored("b", 0.25))),
+        client.Prediction("demo", 7, (client.Scored("c", 0.75), client.Scored("a", 0.125))),
+    ]
+
+
+def test_grpc_answer_with_mismatched_outputs_is_a_server_error():
+    response = predict_response(np.array([[0.5, 0.5]], dtype=np.float32), [[b"a", b"b"]], packed=False)
+    response.outputs["scores"].float_val.append(0.1)
+    with pytest.raises(client.ServerError, match="malformed answer"):
+        client.predictions_from_response(response, top_k=2)
+
+
+def test_predict_request_is_a_plain_tf_serving_request():
+    import tensorflow as tf
+
+    request = client.predict_request("demo", [b"one", b"two"])
+    assert request.model_spec.name == "demo"
+    assert request.model_spec.signature_name == "serving_default"
+    assert tf.make_ndarray(request.inputs["image_bytes"]).tolist() == [b"one", b"two"]
+
+
+def test_prediction_line_lists_labels_best_first():
+    prediction = client.Prediction("demo", 2, (client.Scored("cat", 0.97123), client.Scored("dog", 0.02)))
+    assert cli.format_prediction("a.png", prediction) == "a.png  cat 0.9712  dog 0.0200  (demo v2)"
+
+
+@pytest.mark.parametrize("target", ["localhost", "localhost:", ":8500", "host:99999", "host:http"])
+def test_malformed_host_port_is_a_command_error(target):
+    with pytest.raises(cli.CommandError, match="expected HOST:PORT"):
+        cli.split_host_port(target)
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "65536", "eighty"])
+def test_port_flag_rejects_non_ports(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli._port(text)
