@@ -9,7 +9,7 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +29,8 @@ from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATU
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-NO_CANARY_RECHECK_S = 5.0
+MISSING_LABEL_RECHECK_S = 5.0  # a label the gateway routes to but the model lacks is probed again after this
+MAX_MISSING_LABELS = 1024  # clients name models, so the memory of missing labels must stay bounded
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ class GatewayCore:
         self._rng = rng
         # (model, label) → version last seen answering, for tlserve_model_info.
         self._label_versions: dict[tuple[str, str], str] = {}
-        # model → monotonic time at which to probe its canary label again.
-        self._no_canary_until: dict[str, float] = {}
+        # (model, label) → monotonic time at which to probe again a routed label the model did not have.
+        self._missing_label_until: dict[tuple[str, str], float] = {}
         self._batcher: MicroBatcher[_Row] = MicroBatcher(
             self._predict_rows,
             max_batch_size=settings.max_batch_size,
@@ -72,31 +73,55 @@ class GatewayCore:
             return
         raise Unauthenticated("a valid API key is required (header X-API-Key or Authorization: Bearer)")
 
-    def route(self, target: ModelTarget) -> ModelTarget:
-        """Send the canary share of unpinned requests to the canary label; pinned requests go where they asked."""
-        share = self.settings.canary_share
-        if target.pinned or share <= 0 or self._rng.random() >= share:
-            return target
-        if time.monotonic() < self._no_canary_until.get(target.name, 0.0):
-            return target
-        return ModelTarget(target.name, label=self.settings.canary_label, canary=True)
+    def routes(self, target: ModelTarget) -> list[ModelTarget]:
+        """Where to send a request, in order of preference; each entry but the last falls back to the next.
 
-    def _canary_missing(self, target: ModelTarget) -> None:
-        """Stop routing to a canary label the model does not have, for a while (one probe per interval)."""
-        self._no_canary_until[target.name] = time.monotonic() + NO_CANARY_RECHECK_S
+        A pinned request goes only where it asked. An unpinned one goes to the canary label (its share), else to
+        `default_label`, and last to the server's latest version (the client asked for no particular version, so
+        that is no substitution). Labels the model lacked recently are skipped (one probe per interval).
+        """
+        if target.pinned:
+            return [target]
+        labels: list[str] = []
+        share = self.settings.canary_share
+        if share > 0 and self._rng.random() < share:
+            labels.append(self.settings.canary_label)
+        if self.settings.default_label:
+            labels.append(self.settings.default_label)
+        now = time.monotonic()
+        routed = [
+            ModelTarget(target.name, label=label, routed=True)
+            for label in dict.fromkeys(labels)
+            if now >= self._missing_label_until.get((target.name, label), 0.0)
+        ]
+        return [*routed, target]
+
+    async def _first_answer(
+        self, targets: list[ModelTarget], call: Callable[[ModelTarget], Awaitable[Result]]
+    ) -> Result:
+        """`call` on each target until one is found; a routed label the model lacks is skipped for a while."""
+        *preferred, last = targets
+        for target in preferred:
+            try:
+                return await call(target)
+            except NotFound:
+                self._remember_missing(target)
+        return await call(last)
+
+    def _remember_missing(self, target: ModelTarget) -> None:
+        """Skip this routed label for a while; when too many are remembered, forget expired ones (or this one)."""
+        now = time.monotonic()
+        missing = self._missing_label_until
+        if len(missing) >= MAX_MISSING_LABELS:
+            for key in [key for key, until in missing.items() if until <= now]:
+                del missing[key]
+        if len(missing) < MAX_MISSING_LABELS:
+            missing[(target.name, target.label or "")] = now + MISSING_LABEL_RECHECK_S
 
     async def classify(self, images: list[bytes], target: ModelTarget, top_k: int, timeout_s: float) -> Classification:
-        """Top-k labels per image: validate, batch with concurrent requests, call upstream."""
+        """Top-k labels per image: validate, route, batch with concurrent requests, call upstream."""
         check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
-        routed = self.route(target)
-        try:
-            rows = await self._submit(routed, images, timeout_s)
-        except NotFound:
-            if not routed.canary:
-                raise
-            # The client asked for no label: without a canary version the default one answers.
-            self._canary_missing(routed)
-            rows = await self._submit(target, images, timeout_s)
+        rows = await self._first_answer(self.routes(target), lambda routed: self._submit(routed, images, timeout_s))
         predictions = [_top_k(row.top, top_k) for row in rows]
         return Classification(model=rows[0].model, version=rows[0].version, predictions=predictions)
 
@@ -106,18 +131,22 @@ class GatewayCore:
         if not spec.name:
             raise BadRequest("model_spec.name is required")
         self._check_predict_inputs(request)
-        if spec.WhichOneof("version_choice") is None:
-            routed = self.route(ModelTarget(spec.name))
-            if routed.canary:
-                canary_request = predict_pb2.PredictRequest()
-                canary_request.CopyFrom(request)
-                canary_request.model_spec.version_label = routed.label
-                try:
-                    return await self._predict_and_count(canary_request, routed, timeout_s)
-                except NotFound:
-                    self._canary_missing(routed)
-        label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
-        return await self._predict_and_count(request, ModelTarget(spec.name, label=label), timeout_s)
+        choice = spec.WhichOneof("version_choice")
+        target = ModelTarget(
+            spec.name,
+            version=spec.version.value if choice == "version" else None,
+            label=spec.version_label if choice == "version_label" else None,
+        )
+
+        async def send(routed: ModelTarget) -> PredictResponse:
+            if not routed.routed:
+                return await self._predict_and_count(request, routed, timeout_s)
+            routed_request = predict_pb2.PredictRequest()
+            routed_request.CopyFrom(request)
+            routed.apply_to(routed_request.model_spec)
+            return await self._predict_and_count(routed_request, routed, timeout_s)
+
+        return await self._first_answer(self.routes(target), send)
 
     async def model_status(self, request: Any, timeout_s: float) -> Any:
         return await self._upstream(self.backend.get_model_status(request, timeout_s))
@@ -178,8 +207,8 @@ class GatewayCore:
         try:
             response = await self._upstream(self.backend.predict(request, timeout_s))
         except GatewayError as exc:
-            if target.canary and isinstance(exc, NotFound):
-                raise  # no canary to compare: the client's request is answered by the default version instead
+            if target.routed and isinstance(exc, NotFound):
+                raise  # a label the model lacks is a probe, not an error: the request falls back (see routes)
             # Per-label outcomes let alerts compare the canary's error ratio with the rest of the traffic.
             predicts.labels(label=self._metric_label(target), code=exc.grpc_status.name).inc()
             raise
@@ -196,7 +225,8 @@ class GatewayCore:
     def _metric_label(self, target: ModelTarget) -> str:
         """A failed request's label as a metric label: clients may send any label, metrics must stay low-cardinality."""
         label = target.label or ""
-        known = {"", "stable", self.settings.canary_label} | {seen for _, seen in self._label_versions}
+        known = {"", "stable", self.settings.canary_label, self.settings.default_label}
+        known |= {seen for _, seen in self._label_versions}
         return label if label in known else "other"
 
     def _record_label(self, model: str, label: str, version: str) -> None:

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated; empty disables auth")
     canary_share: float = Field(0.0, ge=0, le=1, description="share of unpinned requests sent to canary_label")
     canary_label: str = Field("canary", pattern=r"^[a-zA-Z0-9_]+$")
+    default_label: str = Field(
+        "stable",
+        pattern=r"^[a-zA-Z0-9_]*$",
+        description="label for unpinned requests the canary share does not pick; empty = the server's latest",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ class ModelTarget:
     name: str
     version: int | None = None
     label: str | None = None
-    canary: bool = False  # re-routed by the canary share, not asked for by the client
+    routed: bool = False  # a label the gateway chose for an unpinned request (canary share, default label)
 
     @property
     def pinned(self) -> bool:

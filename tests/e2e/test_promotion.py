@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
@@ -107,17 +108,27 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
     assert [record.action for record in records] == ["promote", "rollback"] * CYCLES
 
 
+def upstream_predicts(metrics: str) -> dict[tuple[str, str], float]:
+    """tlserve_upstream_predicts_total as {(label, code): count}."""
+    return {
+        (sample.labels["label"], sample.labels["code"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "tlserve_upstream_predicts_total"
+    }
+
+
 def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pinned_traffic(
     model_repo, tmp_path: Path
 ) -> None:
-    # Unpinned requests that the canary share does not pick go to the model server's latest version
-    # (TF Serving's rule), so the canary here is the *older* version: that way every answer shows its route.
+    # As after `tlserve retrain`: stable is version 1, the candidate (canary) is the newer version 2, which is also
+    # the server's latest. Unpinned requests that the share does not pick must get stable's version, not latest.
     repo = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (2,), {"stable": 2}))
+    modelconfig.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
     env = {"TLSERVE_CANARY_SHARE": "0.5"}
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
         with ModelServer(gateway.model_server_target) as client:
-            move_label(repo, "demo", 1, label="canary", options=MoveOptions(server=client, drain_s=0))
+            move_label(repo, "demo", 2, label="canary", options=MoveOptions(server=client, drain_s=0))
         with httpx.Client(timeout=30.0) as http:
             unpinned = [http.post(f"{gateway.http_url}/predict", json=BODY) for _ in range(40)]
             stable = {"label": "stable"}
@@ -128,5 +139,10 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     unpinned_versions = [response.json()["version"] for response in unpinned]
     # With a share of 0.5, 40 requests all landing on one side has probability 2 * 0.5**40.
     assert set(unpinned_versions) == {1, 2}
-    assert {response.json()["version"] for response in pinned} == {2}
-    assert 'label="canary"' in metrics  # metrics carry the label, so canary and stable can be compared
+    assert {response.json()["version"] for response in pinned} == {1}
+    # Each unpinned request went to a label: the canary share to `canary` (version 2), the rest to `stable`
+    # (version 1); none went unlabelled to the server's latest.
+    counts = upstream_predicts(metrics)
+    assert counts.get(("canary", "OK")) == unpinned_versions.count(2)
+    assert counts.get(("stable", "OK")) == unpinned_versions.count(1) + len(pinned)
+    assert ("", "OK") not in counts
