@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tlserve.console import CommandError
 
 if TYPE_CHECKING:
-    from service.gateway.client import Prediction
+    from service.gateway.client import GrpcClient, HttpClient, Prediction
     from service.gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -201,26 +201,30 @@ def run_predict(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the answers
     images = [(str(path), _read_image(path)) for path in args.images]
-    ask: client.HttpClient | client.GrpcClient
+    failures = 0
+    try:
+        with _make_client(args) as ask:
+            for name, data in images:
+                try:
+                    prediction = ask.predict(data, filename=Path(name).name, top_k=args.top_k)
+                except client.RejectedImage as exc:
+                    print(f"{name}: error: {exc}", file=sys.stderr)
+                    failures += 1
+                    continue
+                print(format_prediction(name, prediction))
+    except client.ServerError as exc:
+        raise CommandError(str(exc)) from None
+    return 2 if failures else 0
+
+
+def _make_client(args: argparse.Namespace) -> HttpClient | GrpcClient:
+    from service.gateway.client import GrpcClient, HttpClient
+
     if args.grpc is not None:
         split_host_port(args.grpc)
         # A gRPC PredictRequest must name its model; "demo" is the gateway's default model too.
-        ask = client.GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
-    else:
-        ask = client.HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)
-    failures = 0
-    with ask:
-        for name, data in images:
-            try:
-                prediction = ask.predict(data, filename=Path(name).name, top_k=args.top_k)
-            except client.RejectedImage as exc:
-                print(f"{name}: error: {exc}", file=sys.stderr)
-                failures += 1
-                continue
-            except client.ServerError as exc:
-                raise CommandError(str(exc)) from None
-            print(format_prediction(name, prediction))
-    return 2 if failures else 0
+        return GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
+    return HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)
 
 
 def _read_image(path: Path) -> bytes:

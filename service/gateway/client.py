@@ -65,9 +65,12 @@ class HttpClient:
         timeout_s: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
         self.model = model
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        try:
+            self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+        except httpx.InvalidURL as exc:
+            raise ServerError(f"not a URL: {url!r} ({exc})") from None
 
     def predict(self, image: ImageBytes, *, filename: str = "image", top_k: int = 3) -> Prediction:
         params: dict[str, str | int] = {"top_k": top_k}
@@ -80,7 +83,10 @@ class HttpClient:
             raise ServerError(f"cannot reach {self.url}: {exc or type(exc).__name__}") from exc
         if response.is_error:
             raise _http_error(response)
-        return _prediction_from_json(response.json(), top_k)
+        try:
+            return _prediction_from_json(response.json(), top_k)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServerError(f"{self.url}/predict did not answer like a tlserve gateway") from exc
 
     def close(self) -> None:
         self._http.close()

@@ -115,3 +115,17 @@ def test_malformed_host_port_is_a_command_error(target):
 def test_port_flag_rejects_non_ports(text):
     with pytest.raises(argparse.ArgumentTypeError):
         cli._port(text)
+
+
+def test_http_client_adds_the_missing_scheme():
+    with client.HttpClient("gw:8000/") as http:
+        assert http.url == "http://gw:8000"
+
+
+def test_http_client_reports_a_foreign_answer_as_server_error():
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>hello</html>"))
+    with (
+        client.HttpClient("http://gw", transport=transport) as http,
+        pytest.raises(client.ServerError, match="did not answer like a tlserve gateway"),
+    ):
+        http.predict(b"x")
