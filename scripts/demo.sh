@@ -13,6 +13,8 @@ tlserve data sample "$DEMO_DIR/data" --classes 3 --per-class 60 --size 128 --see
 echo "== 2/4 train and publish -> $MODELS_DIR/demo"
 tlserve train "$DEMO_DIR/data" --name demo --models-dir "$MODELS_DIR" --image-size 64 --epochs 5 \
   --runs-dir "$DEMO_DIR/runs"
+echo "   note: where ImageNet weights cannot be downloaded (the warning above), the VGG16 base is random and the"
+echo "   scores below are near chance; the demo shows the pipeline. With ImageNet weights the same steps learn the task."
 
 # Serving: the gateway on free loopback ports, its embedded model server as a child; stopped on any exit.
 read -r HTTP_PORT GRPC_PORT MODEL_SERVER_PORT < <(python - <<'PY'
