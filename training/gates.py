@@ -99,11 +99,14 @@ def read_classes(version_dir: Path) -> list[str]:
 def check_signature(stable_dir: Path, candidate_dir: Path, *, allow_class_change: bool = False) -> GateResult:
     """Same signature names, inputs and outputs (dtype and shape) as stable; same classes unless allowed."""
     stable, candidate = read_signatures(stable_dir), read_signatures(candidate_dir)
-    problems = _signature_differences(stable, candidate)
     stable_classes, candidate_classes = read_classes(stable_dir), read_classes(candidate_dir)
+    if stable_classes != candidate_classes:
+        # A class added or removed changes the probabilities' width: that is the class change, not a new signature.
+        stable = _without_class_dimension(stable)
+        candidate = _without_class_dimension(candidate)
+    problems = _signature_differences(stable, candidate)
     if stable_classes != candidate_classes and not allow_class_change:
         problems.append(f"classes {candidate_classes} != stable {stable_classes} (allow with --allow-class-change)")
-        problems = [problem for problem in problems if not _is_class_count_dimension(problem)]
     if problems:
         return GateResult("signature", False, "; ".join(problems))
     return GateResult("signature", True, f"{len(candidate)} signatures match stable")
@@ -120,9 +123,14 @@ def _signature_differences(stable: SignatureSpec, candidate: SignatureSpec) -> l
     return problems
 
 
-def _is_class_count_dimension(problem: str) -> bool:
-    # A different class list changes the probabilities' width; that is reported once, as the class change.
-    return " outputs " in problem
+def _without_class_dimension(spec: SignatureSpec) -> SignatureSpec:
+    """The spec with every output's last dimension masked: probabilities, classes and scores are per class
+    (top k = every class, capped), so their width follows the class count."""
+    return {name: {"inputs": sides["inputs"], "outputs": _masked(sides["outputs"])} for name, sides in spec.items()}
+
+
+def _masked(outputs: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {key: (dtype, (*shape[:-1], -2) if shape else shape) for key, (dtype, shape) in outputs.items()}
 
 
 # --- quality ------------------------------------------------------------------------------------------------------

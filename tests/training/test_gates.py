@@ -47,14 +47,43 @@ def test_signature_gate_refuses_a_missing_signature(two_versions: tuple[Path, Pa
     assert "['serving_default'] != stable ['predict_pixels', 'serving_default']" in result.detail
 
 
+def widen_outputs(version_dir: Path, classes: list[str]) -> None:
+    """Make the export look trained on `classes`: labels.txt, and every per-class output's width."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    for name, signature in saved.meta_graphs[0].signature_def.items():
+        if not name.startswith("__"):
+            for info in signature.outputs.values():
+                info.tensor_shape.dim[-1].size = len(classes)
+    (version_dir / "saved_model.pb").write_bytes(saved.SerializeToString())
+    (version_dir / "assets" / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
+
+
 def test_signature_gate_refuses_a_changed_class_list_unless_allowed(two_versions: tuple[Path, Path]) -> None:
     stable, candidate = two_versions
-    (candidate / "assets" / "labels.txt").write_text("circle\nsquare\nstar\n")
+    widen_outputs(candidate, ["circle", "square", "star", "triangle"])  # a class added: 3 -> 4 outputs
 
     refused = gates.check_signature(stable, candidate)
     assert not refused.passed
-    assert "classes ['circle', 'square', 'star'] != stable ['circle', 'square', 'triangle']" in refused.detail
-    assert gates.check_signature(stable, candidate, allow_class_change=True).passed
+    assert refused.detail == (
+        "classes ['circle', 'square', 'star', 'triangle'] != stable ['circle', 'square', 'triangle'] "
+        "(allow with --allow-class-change)"
+    )
+    allowed = gates.check_signature(stable, candidate, allow_class_change=True)
+    assert allowed.passed, allowed.detail
+    assert gates.read_signatures(candidate)["serving_default"]["outputs"]["probabilities"] == ("DT_FLOAT", (-1, 4))
+
+
+def test_an_allowed_class_change_still_refuses_other_signature_changes(two_versions: tuple[Path, Path]) -> None:
+    stable, candidate = two_versions
+    widen_outputs(candidate, ["circle", "square"])  # a class removed
+    drop_signature(candidate, "predict_pixels")
+
+    result = gates.check_signature(stable, candidate, allow_class_change=True)
+    assert not result.passed
+    assert result.detail == "signatures ['serving_default'] != stable ['predict_pixels', 'serving_default']"
 
 
 def test_signatures_are_read_with_dtypes_and_shapes(exported_version: Path) -> None:
