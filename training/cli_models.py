@@ -180,7 +180,7 @@ def _show(args: argparse.Namespace) -> int:
     print(f"{model['name']}  base_path {model['base_path']}  served {model['served'] or 'latest'}")
     for version in model["versions"]:
         labels = ",".join(version["labels"]) or "-"
-        accuracy = version["metrics"].get("accuracy")
+        accuracy = version["metrics"].get("test_accuracy")  # the key training.publish.summary_metrics writes
         shown = "-" if accuracy is None else f"{accuracy:.3f}"
         print(
             f"  {version['version']:>4}  {labels:<14} acc {shown:<6} {version['created_at'] or '-':<26} "

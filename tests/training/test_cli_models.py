@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import CLASSES
 from tests.training.promote_fakes import FakeModelService, start_fake
 from tlserve.cli import main
+from tlserve.contract import METADATA_FILE
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
+
+
+def write_real_metadata(version_dir: Path, accuracy: float, created_at: str) -> None:
+    """metadata.json as `tlserve train` writes it (training.export + training.publish), with a fixed creation time."""
+    from training.export import ExportSpec, write_metadata
+    from training.publish import summary_metrics
+
+    run = SimpleNamespace(
+        metrics={"accuracy": accuracy, "macro_f1": accuracy, "examples": 30, "per_class": {}},
+        val_accuracy=accuracy,
+        skipped={},
+        duration_s=1.0,
+    )
+    write_metadata(version_dir, ExportSpec(classes=CLASSES, image_size=32, base="vgg16", metrics=summary_metrics(run)))
+    path = version_dir / METADATA_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created_at": created_at}))
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     for version, accuracy in ((1, 0.81), (2, 0.86), (3, 0.9)):
-        extra = models / "demo" / str(version) / "assets.extra"
-        extra.mkdir(parents=True)
-        metadata = {"metrics": {"accuracy": accuracy}, "created_at": f"2026-11-0{version}T10:00:00+00:00"}
-        (extra / "metadata.json").write_text(json.dumps(metadata))
+        write_real_metadata(models / "demo" / str(version), accuracy, f"2026-11-0{version}T10:00:00+00:00")
     modelconfig.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models
 
@@ -44,14 +60,23 @@ def test_models_show_json_has_metrics_creation_time_and_state(repo: Path, capsys
     assert code == 0
     assert shown["labels"] == {"stable": 1}
     first, second = shown["versions"][:2]
-    assert first == {
+    assert first["metrics"]["test_accuracy"] == 0.81
+    assert {key: value for key, value in first.items() if key != "metrics"} == {
         "version": 1,
         "labels": ["stable"],
-        "metrics": {"accuracy": 0.81},
         "created_at": "2026-11-01T10:00:00+00:00",
         "state": "configured",
     }
     assert second["state"] == "on disk"
+
+
+def test_models_show_prints_each_versions_test_accuracy(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "show", "demo", "--models-dir", str(repo))
+
+    assert code == 0
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [row[:4] for row in rows] == [["1", "stable", "acc", "0.810"], ["2", "-", "acc", "0.860"],
+                                         ["3", "-", "acc", "0.900"]]  # fmt: skip
 
 
 def test_models_show_asks_the_model_server_for_states(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,6 +136,18 @@ def test_promote_of_a_missing_version_exits_2_with_one_line(repo: Path, capsys: 
     code, _, err = run(capsys, "promote", "demo", "7", "--models-dir", str(repo), "--offline")
     assert code == 2
     assert err == f"tlserve: error: demo has no version 7 under {repo}\n"
+
+
+def test_offline_promote_into_a_missing_repository_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-models"
+    code, _, err = run(capsys, "promote", "demo", "1", "--models-dir", str(missing), "--offline")
+
+    assert code == 2
+    assert err.startswith("tlserve: error: no model 'demo' under ")
+    assert len(err.splitlines()) == 1
+    assert not missing.exists()  # neither the folder nor .promote.lock
 
 
 def test_promote_to_an_unreachable_server_exits_2_without_traceback(
