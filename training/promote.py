@@ -63,8 +63,12 @@ class Move:
 
 @contextlib.contextmanager
 def promotion_lock(models_dir: Path) -> Iterator[None]:
-    """One label move at a time per repository (a second promote waits, it does not interleave configs)."""
-    models_dir.mkdir(parents=True, exist_ok=True)
+    """One label move at a time per repository (a second promote waits, it does not interleave configs).
+
+    The repository must exist: a mistyped --models-dir is an error, not a new empty repository.
+    """
+    if not models_dir.is_dir():
+        raise CommandError(f"model repository not found: {models_dir}")
     with open(models_dir / _LOCK_FILE, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -84,25 +88,41 @@ def move_label(
     reason: str = "",
     metrics: Mapping[str, Any] | None = None,
 ) -> Move:
-    """Point `label` of model `name` at `version` (two-step when a server is given) and audit the move."""
+    """Point `label` of model `name` at `version` (two-step when a server is given) and audit the move.
+
+    The audit record is appended as soon as the label has moved (step 2), before the old version is
+    unloaded: a failure or a kill during the unload cannot lose the record of a move that happened.
+    """
+    _require_version(models_dir, name, version)  # before the lock: a missing repository is never created
     with promotion_lock(models_dir):
         before = load_model(models_dir, name)
-        if not version_path(models_dir, before, version).is_dir():
-            raise CommandError(f"{name} has no version {version} under {models_dir}")
+        _require_version(models_dir, name, version)
         old = before.labels.get(label)
         if old == version:
             _finish_interrupted(models_dir, before, options)
             return Move(name, label, old, version, changed=False)
+        record = audit.AuditRecord(action, name, label, old, version, reason=reason, metrics=dict(metrics or {}))
         if options.server is None:
             save_model(models_dir, _final(_with_label(before, label, version, models_dir)))
+            audit.append_record(models_dir, record)
         else:
-            _move_online(models_dir, before, label, version, options)
-        record = audit.AuditRecord(action, name, label, old, version, reason=reason, metrics=dict(metrics or {}))
-        audit.append_record(models_dir, record)
+            labelled = _load_and_label(models_dir, before, label, version, options)
+            audit.append_record(models_dir, record)
+            _unload_unlabelled(models_dir, labelled, options)
         return Move(name, label, old, version, metrics=dict(metrics or {}))
 
 
-def _move_online(models_dir: Path, before: ServedModel, label: str, version: int, options: MoveOptions) -> None:
+def _require_version(models_dir: Path, name: str, version: int) -> None:
+    """CommandError unless the model exists (config entry or versions on disk) and has `version` on disk."""
+    model = load_model(models_dir, name)
+    if not version_path(models_dir, model, version).is_dir():
+        raise CommandError(f"{name} has no version {version} under {models_dir}")
+
+
+def _load_and_label(
+    models_dir: Path, before: ServedModel, label: str, version: int, options: MoveOptions
+) -> ServedModel:
+    """Steps 1 and 2: serve {old, new} until new is AVAILABLE, then point the label at new. Returns that config."""
     assert options.server is not None
     original = read_repository_config(models_dir)
     loading = before.with_versions(_served_versions(models_dir, before) | {version})
@@ -122,9 +142,19 @@ def _move_online(models_dir: Path, before: ServedModel, label: str, version: int
         save_model(models_dir, loading)  # the server kept the step-1 config; so must the file
         raise
     logger.info("%s: %s -> %s", before.name, label, version)
-    if options.unload:
-        time.sleep(options.drain_s)
+    return labelled
+
+
+def _unload_unlabelled(models_dir: Path, labelled: ServedModel, options: MoveOptions) -> None:
+    """Step 3: after the drain, serve only the labelled versions (the old one unloads)."""
+    if not options.unload:
+        return
+    time.sleep(options.drain_s)
+    try:
         _apply(models_dir, _final(labelled), options)
+    except ServerError:
+        save_model(models_dir, labelled)  # the server kept serving the step-2 config; so must the file
+        raise
 
 
 def _finish_interrupted(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
@@ -235,10 +265,22 @@ def drop_label(
         old = before.labels.get(label)
         if old is None:
             return None
-        after = _final(before.without_label(label))
+        after = _after_drop(before, label)
         if options.server is None:
             save_model(models_dir, after)
         else:
             _apply(models_dir, after, options)
         audit.append_record(models_dir, audit.AuditRecord("unlabel", name, label, old, None, reason=reason))
         return old
+
+
+def _after_drop(model: ServedModel, label: str) -> ServedModel:
+    """The entry without `label`, serving the versions other labels use. With no label left, the versions it
+    served besides the dropped one stay: a refused candidate must never end up as the only served version."""
+    dropped = model.labels[label]
+    rest = model.without_label(label)
+    labelled = set(rest.labels.values())
+    if labelled:
+        return rest.with_versions(labelled)
+    others = set(rest.versions) - {dropped}
+    return rest.with_versions(others) if others else _final(rest)

@@ -12,7 +12,7 @@ from tlserve.console import CommandError, Refused
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
 from training.modelservice import ModelServer, ServerError
-from training.promote import MoveOptions, move_label, prune_versions, rollback
+from training.promote import MoveOptions, drop_label, move_label, prune_versions, rollback
 
 
 @pytest.fixture
@@ -83,6 +83,40 @@ def test_promote_is_audited_with_who_old_new_reason_and_metrics(models_dir: Path
     assert record.metrics == {"accuracy": 0.9}
     assert "@" in record.who
     assert record.when.endswith("+00:00")
+
+
+class UnloadFails:
+    """A server that accepts steps 1 and 2 of a move and fails the reload of step 3 (the unload)."""
+
+    def __init__(self) -> None:
+        self.reloads = 0
+
+    def reload(self, config) -> None:
+        self.reloads += 1
+        if self.reloads == 3:
+            raise ServerError("reload config on model server stub failed: UNAVAILABLE")
+
+    def wait_available(self, name: str, version: int, *, timeout_s: float) -> None:
+        return None
+
+
+def test_the_move_is_audited_before_the_unload_so_a_failed_unload_keeps_the_record(models_dir: Path) -> None:
+    server = UnloadFails()
+    with pytest.raises(ServerError, match="UNAVAILABLE"):
+        move_label(models_dir, "demo", 2, options=MoveOptions(server=server, drain_s=0), reason="nightly")
+
+    assert server.reloads == 3
+    [record] = audit.read_records(models_dir, "demo")
+    assert (record.action, record.old_version, record.new_version, record.reason) == ("promote", 1, 2, "nightly")
+    # The file matches what the server still serves (step 2): both versions, stable on the new one.
+    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 2})
+
+
+def test_dropping_the_only_label_keeps_serving_the_other_versions_not_the_dropped_one(models_dir: Path) -> None:
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1, 3), {"canary": 3}))
+
+    assert drop_label(models_dir, "demo", "canary", reason="refused") == 3
+    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1,), {})
 
 
 def test_promote_to_the_current_version_changes_nothing(models_dir: Path, served) -> None:
