@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.tools import DEPLOY
+from tests.deploy.tools import DEPLOY, REPO_ROOT
 
 COMPOSE = DEPLOY / "compose.yaml"
 COMPOSE_CPU = DEPLOY / "compose.cpu.yaml"
@@ -83,9 +83,15 @@ def test_tf_serving_gets_config_batching_monitoring_and_a_gpu(compose: dict[str,
     assert tfserving["image"].endswith("-gpu")
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in tfserving["command"])
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in tfserving["volumes"]}
-    assert flags["model_config_file"] == "/models/models.config"
+    # start.sh serves /models/models.config (the repository's own, relative base_paths made absolute).
+    assert tfserving["entrypoint"] == ["sh", "/etc/tfserving/start.sh"]
+    assert Path(mounts["/etc/tfserving/start.sh"]).name == "start.sh"
     assert (DEPLOY / mounts["/models"] / "models.config").is_file()
-    assert int(flags["model_config_file_poll_wait_seconds"]) > 0
+    assert (DEPLOY / mounts["/models"]).resolve() == REPO_ROOT / "models"
+    # start.sh sets the config file; polling it would race the reloads promote sends (docs/deploy.md).
+    assert "model_config_file" not in flags
+    assert "model_config_file_poll_wait_seconds" not in flags
+    assert (flags["port"], flags["rest_api_port"]) == ("8500", "8501")
     assert flags["enable_batching"] == "true"
     for flag, expected in (
         ("batching_parameters_file", "batching_parameters.txt"),
@@ -94,6 +100,8 @@ def test_tf_serving_gets_config_batching_monitoring_and_a_gpu(compose: dict[str,
         assert Path(mounts[flags[flag]]).name == expected
     (device,) = tfserving["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"]
+    assert tfserving["healthcheck"]["test"] == ["CMD", "bash", "/etc/tfserving/ready.sh", "demo", "8501"]
+    assert Path(mounts["/etc/tfserving/ready.sh"]).name == "ready.sh"
 
 
 def test_gateway_follows_the_port_and_upstream_contract(compose: dict[str, Any]) -> None:
@@ -146,6 +154,6 @@ def test_tf_serving_runs_with_the_same_flags_in_compose_and_kubernetes(
 
     deployment = find(load_documents(rendered["gpu"]), "Deployment", "tfserving")
     (main,) = (item for item in deployment["spec"]["template"]["spec"]["containers"] if item["name"] == "tfserving")
-    # Compose's image entrypoint adds --port/--rest_api_port itself; every other flag must agree.
-    assert set(compose["services"]["tfserving"]["command"]) <= set(main["args"])
-    assert compose["services"]["tfserving"]["working_dir"] == main["workingDir"]
+    assert compose["services"]["tfserving"]["command"] == main["args"]
+    assert compose["services"]["tfserving"]["entrypoint"] == main["command"]
+    assert compose["services"]["tfserving"]["healthcheck"]["test"][1:] == main["readinessProbe"]["exec"]["command"]

@@ -96,7 +96,12 @@ def test_tf_serving_reads_the_mounted_config_files(rendered: dict[str, Path]) ->
         directory, _, key = flags[flag].rpartition("/")
         assert directory == mounts["tfserving-config"]
         assert key in config_map["data"]
-    assert flags["model_config_file"] == f"{mounts['models']}/models.config"
+    # start.sh (from the ConfigMap) serves $MODEL_BASE_PATH/models.config, /models in the image, and sets the flag.
+    assert main["command"] == ["sh", f"{mounts['tfserving-config']}/start.sh"]
+    assert "start.sh" in config_map["data"]
+    assert mounts["models"] == "/models"
+    assert "model_config_file" not in flags
+    assert "model_config_file_poll_wait_seconds" not in flags
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "tlserve-models"
     ports = {port["name"]: port["port"] for port in find(documents, "Service", "tfserving")["spec"]["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
@@ -105,7 +110,8 @@ def test_tf_serving_reads_the_mounted_config_files(rendered: dict[str, Path]) ->
 def test_tf_serving_probes_check_the_model_and_the_grpc_health_service(rendered: dict[str, Path]) -> None:
     main = container(find(load_documents(rendered["gpu"]), "Deployment", "tfserving"), "tfserving")
     assert "--enable_grpc_healthcheck_service=true" in main["args"]
-    assert main["readinessProbe"]["httpGet"]["path"] == "/v1/models/demo"
+    # ready.sh checks for an AVAILABLE version (test_tfserving_scripts.py); GET /v1/models/demo alone does not.
+    assert main["readinessProbe"]["exec"]["command"] == ["bash", "/etc/tfserving/ready.sh", "demo", "8501"]
     assert main["livenessProbe"]["grpc"]["port"] == 8500
     assert main["startupProbe"]["failureThreshold"] * main["startupProbe"]["periodSeconds"] >= 300
 

@@ -43,14 +43,16 @@ def _message_classes() -> dict[str, type[Message]]:
     }
 
 
-def test_models_config_is_a_model_server_config_under_models() -> None:
+def test_models_config_is_a_model_server_config_relative_to_its_folder() -> None:
     from tensorflow_serving.config import model_server_config_pb2
 
     config = text_format.Parse((CONFIG_DIR / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
     assert model.name == "demo"
-    assert model.base_path == "/models/demo"
+    # Relative, as tlserve writes it; start.sh makes it /models/demo for TF Serving (test_tfserving_scripts.py).
+    assert model.base_path == "demo"
     assert model.model_platform == "tensorflow"
+    assert model.model_version_policy.latest.num_versions == 1
 
 
 def test_batching_parameters_parse_and_suit_online_serving() -> None:
