@@ -18,15 +18,17 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from service.gateway.settings import Settings
+from service.gateway.settings_cli import add_settings_flags, build_settings, env_and_default, given_settings
 from tlserve.console import CommandError
 
 if TYPE_CHECKING:
     from service.gateway.client import GrpcClient, HttpClient, Prediction
-    from service.gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+SERVE_OWN_FLAGS = frozenset({"upstream", "http_port", "grpc_port"})  # Settings fields with hand-written flags above
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -37,22 +39,36 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Serve models/ over HTTP (/predict, TF-Serving REST) and gRPC (tensorflow.serving.*). "
         "Without --upstream the embedded model server runs as a child process and stops with the gateway.",
     )
-    serve.add_argument("--models-dir", type=Path, default=Path(os.environ.get("TLSERVE_MODELS_DIR", "models")))
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        metavar="DIR",
+        default=Path(os.environ.get("TLSERVE_MODELS_DIR", "models")),
+        help="models/ of the embedded model server (env TLSERVE_MODELS_DIR; default models)",
+    )
     serve.add_argument(
         "--upstream",
         metavar="HOST:PORT",
         default=os.environ.get("TLSERVE_UPSTREAM"),
-        help="use this model server (TF Serving in production) instead of starting the embedded one",
+        help="use this model server (TF Serving in production) instead of starting the embedded one "
+        "(env TLSERVE_UPSTREAM)",
     )
     # None = TLSERVE_HTTP_PORT / TLSERVE_GRPC_PORT or the Settings defaults (8000 / 8500).
-    serve.add_argument("--http-port", type=_port, default=None, help="default 8000")
-    serve.add_argument("--grpc-port", type=_port, default=None, help="default 8500")
+    serve.add_argument(
+        "--http-port", type=_port, metavar="PORT", default=None, help=env_and_default(Settings, "http_port")
+    )
+    serve.add_argument(
+        "--grpc-port", type=_port, metavar="PORT", default=None, help=env_and_default(Settings, "grpc_port")
+    )
     serve.add_argument(
         "--model-server-port",
         type=_port,
-        default=int(os.environ.get("TLSERVE_MODEL_SERVER_PORT", "8600")),
-        help="port of the embedded model server (default 8600)",
+        metavar="PORT",
+        default=os.environ.get("TLSERVE_MODEL_SERVER_PORT", "8600"),  # a string default goes through _port too
+        help="port of the embedded model server (env TLSERVE_MODEL_SERVER_PORT; default 8600)",
     )
+    # Every other Settings field, derived from the model: --max-batch-size, --batching-enabled/--no-..., ...
+    add_settings_flags(serve, Settings, title="gateway settings", skip=SERVE_OWN_FLAGS)
     serve.set_defaults(handler=run_serve)
 
     predict = subparsers.add_parser(
@@ -105,11 +121,11 @@ def split_host_port(target: str) -> tuple[str, int]:
 def run_serve(args: argparse.Namespace) -> int:
     """Check the ports, start the model server child if needed, run the gateway until it stops."""
     embedded = args.upstream is None
-    if embedded and not args.models_dir.is_dir():
-        raise CommandError(f"models directory not found: {args.models_dir}")
     upstream = f"{LOOPBACK}:{args.model_server_port}" if embedded else args.upstream
     split_host_port(upstream)
-    settings = _gateway_settings(args, upstream)
+    settings = gateway_settings(args, upstream)
+    if embedded and not args.models_dir.is_dir():
+        raise CommandError(f"models directory not found: {args.models_dir}")
     ports = {"--http-port": settings.http_port, "--grpc-port": settings.grpc_port}
     if embedded:
         ports["--model-server-port"] = args.model_server_port
@@ -131,22 +147,9 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
 
 
-def _gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
-    """`TLSERVE_*` environment, overridden by the flags given on the command line."""
-    from pydantic import ValidationError
-
-    from service.gateway.settings import Settings
-
-    overrides: dict[str, Any] = {"upstream": upstream}
-    if args.http_port is not None:
-        overrides["http_port"] = args.http_port
-    if args.grpc_port is not None:
-        overrides["grpc_port"] = args.grpc_port
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CommandError(f"invalid setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+def gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
+    """Settings from the flags given, then `TLSERVE_*` environment variables, then defaults; bad values exit 2."""
+    return build_settings(Settings, {**given_settings(args, Settings), "upstream": upstream})
 
 
 def _run_gateway(settings: Settings) -> None:

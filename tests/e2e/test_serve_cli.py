@@ -58,3 +58,9 @@ def test_serve_stops_with_exit_2_when_its_model_server_dies(model_repo, tmp_path
     finally:
         serving.stop()
     assert "tlserve: error: the embedded model server exited with code -9" in serving.log_tail()
+
+
+def test_serve_exits_2_with_one_line_on_a_bad_setting_flag(tmp_path):
+    result = run_serve("--models-dir", str(tmp_path), "--canary-share", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tlserve: error: --canary-share 2: input should be less than or equal to 1"
