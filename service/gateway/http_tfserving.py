@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
+from service.errors import BadRequest, ValidationFailed
 from service.gateway.core import GatewayCore
 from service.gateway.http_auth import AuthenticatedCore
 from service.gateway.targets import ModelTarget, make_target
@@ -41,7 +42,7 @@ TF_ERRORS: dict[int | str, dict[str, Any]] = {
         401: "API key missing",
         404: "model/version/label not found",
         413: "too large",
-        422: "invalid body",
+        422: "invalid path parameter",
         503: "model server unavailable",
         504: "deadline exceeded",
     }.items()
@@ -78,7 +79,11 @@ async def _predict(request: Request, core: GatewayCore, target: ModelTarget) -> 
     payload = load_json(await request.body())
     signature_name = payload.get("signature_name", "") if isinstance(payload, dict) else ""
     input_types = await _input_types(request, core, target, signature_name if isinstance(signature_name, str) else "")
-    predict_request, row_format = build_predict_request(payload, input_types)
+    try:
+        predict_request, row_format = build_predict_request(payload, input_types)
+    except ValidationFailed as exc:
+        # TF Serving answers a body it cannot use with 400 INVALID_ARGUMENT; its clients expect no 422 here.
+        raise BadRequest(exc.message) from exc
     target.apply_to(predict_request.model_spec)
     response = await core.predict(predict_request, core.settings.request_timeout_s)
     return JSONResponse(predict_response_json(response, row_format))

@@ -23,11 +23,16 @@ InputTypes = dict[str, int]  # input name → DataType enum of the signature
 
 
 def load_json(body: bytes) -> Any:
-    """Parse a request body; TF Serving accepts NaN/Infinity, and so does Python's json."""
+    """Parse a request body; TF Serving accepts NaN/Infinity, and so does Python's json.
+
+    Nesting deeper than Python's recursion limit (e.g. `[` * 5000) is a bad body too, not a server error.
+    """
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJson(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidJson("body is not valid JSON: nested too deeply") from exc
 
 
 def decode_b64(value: Any) -> bytes:
@@ -68,6 +73,8 @@ def json_to_tensor(value: Any, dtype: int) -> Any:
         return from_array(array, dtype)
     except UnsupportedDtype as exc:
         raise BadRequest(str(exc)) from exc
+    except RecursionError as exc:
+        raise ValidationFailed("the input is nested too deeply") from exc
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValidationFailed(f"cannot convert the input to a {types_pb2.DataType.Name(dtype)} tensor: {exc}") from exc
 

@@ -121,6 +121,13 @@ def test_predict_returns_400_for_malformed_json(client):
     assert response.json()["error"]["code"] == "invalid_json"
 
 
+def test_predict_returns_400_for_json_nested_deeper_than_the_recursion_limit(client):
+    body = b"[" * 5000 + b"]" * 5000
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
 def test_predict_returns_400_for_bad_base64(client):
     response = client.post("/predict", json={"instances": [{"b64": "@@not base64@@"}]})
     assert response.status_code == 400

@@ -78,7 +78,10 @@ def test_metadata_route_unpacks_the_signature_def_map(client):
         ("get", "/v1/models/nope", None, 404),
         ("get", "/v1/models/demo/versions/9/metadata", None, 404),
         ("post", "/v1/models/demo:predict", {"instances": [{"b64": "!!"}]}, 400),
-        ("post", "/v1/models/demo:predict", {"instances": [], "inputs": []}, 422),
+        # Bodies TF Serving cannot use are 400 there (never 422), so they are 400 here too.
+        ("post", "/v1/models/demo:predict", {"instances": [], "inputs": []}, 400),
+        ("post", "/v1/models/demo:predict", [1, 2], 400),
+        ("post", "/v1/models/demo:predict", {"instances": [{"bad": 1}]}, 400),
         ("post", "/v1/models/demo:predict", {"signature_name": "nope", "instances": [1]}, 400),
         ("post", "/v1/models/demo:predict", {"instances": [b64(b"not an image")]}, 400),
     ],
@@ -95,6 +98,23 @@ def test_malformed_json_on_tf_serving_route_is_400(client):
     response = client.post("/v1/models/demo:predict", content=b"{", headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/models/demo:predict", "/v1/models/demo/versions/1:predict", "/v1/models/demo/labels/stable:predict"]
+)
+def test_json_nested_deeper_than_the_recursion_limit_is_400_on_every_colon_route(client, path):
+    body = b"[" * 5000 + b"]" * 5000
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]
+
+
+def test_deeply_nested_input_values_are_400_not_500(client):
+    depth = 900  # parses as JSON, but converting it to a tensor recurses past the limit
+    body = b'{"inputs": {"image_bytes": ' + b"[" * depth + b'"x"' + b"]" * depth + b"}}"
+    response = client.post("/v1/models/demo:predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
 
 
 def test_tf_serving_routes_require_the_api_key_when_configured(make_client):
