@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.deploy.conftest import OVERLAYS, find, load_documents
 from tests.deploy.tools import DEPLOY, find_tool, run
@@ -17,6 +19,8 @@ VARIANTS = (*OVERLAYS, *(f"{overlay}+servicemonitor" for overlay in OVERLAYS))
 def pod_spec(workload: dict) -> dict:
     if workload["kind"] == "CronJob":
         return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if workload["kind"] == "Pod":
+        return workload["spec"]
     return workload["spec"]["template"]["spec"]
 
 
@@ -183,10 +187,16 @@ def test_retrain_cronjob_runs_documented_command_on_the_models_volume(rendered: 
     assert claims == {"tlserve-models", "tlserve-training-data"}
 
 
-def test_admin_pod_validates_and_reaches_what_it_administers(rendered: dict[str, Path]) -> None:
-    admin_file = DEPLOY / "k8s" / "admin" / "tlserve-admin.yaml"
-    run([find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, admin_file], timeout=180)
-    (admin,) = load_documents(admin_file)
+@pytest.fixture(scope="module")
+def admin_rendered(kubectl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("admin") / "admin.yaml"
+    output.write_text(run([kubectl, "kustomize", DEPLOY / "k8s" / "admin"]))
+    return output
+
+
+def test_admin_pod_validates_and_reaches_what_it_administers(rendered: dict[str, Path], admin_rendered: Path) -> None:
+    run([find_tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, admin_rendered], timeout=180)
+    (admin,) = load_documents(admin_rendered)
     documents = load_documents(rendered["gpu"])
     claims = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"}
     assert {volume["persistentVolumeClaim"]["claimName"] for volume in admin["spec"]["volumes"][:2]} <= claims
@@ -211,3 +221,53 @@ def test_gateway_settings_in_the_configmap_are_real_settings(
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert (settings.upstream, settings.http_port, settings.grpc_port) == ("tfserving:8500", 8000, 8500)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_admin_pod_runs_the_retrain_jobs_image(rendered: dict[str, Path], admin_rendered: Path, overlay: str) -> None:
+    """admin/ sets its image through a kustomization, like the overlays; by default both name the same image."""
+    (admin,) = load_documents(admin_rendered)
+    cronjob = find(load_documents(rendered[overlay]), "CronJob", "retrain-and-promote")
+    assert container(admin, "admin")["image"] == container(cronjob, "retrain")["image"]
+    assert container(admin, "admin")["image"] == "tlserve-trainer:0.1.0"
+
+
+def test_admin_image_follows_its_kustomization(kubectl: Path, tmp_path: Path) -> None:
+    """What `kustomize edit set image tlserve-trainer=...` writes into admin/kustomization.yaml reaches the pod."""
+    admin_dir = tmp_path / "admin"
+    shutil.copytree(DEPLOY / "k8s" / "admin", admin_dir)
+    kustomization = yaml.safe_load((admin_dir / "kustomization.yaml").read_text())
+    kustomization["images"] = [
+        {"name": "tlserve-trainer", "newName": "registry.example/tlserve-trainer", "newTag": "7"}
+    ]
+    (admin_dir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    (admin,) = yaml.safe_load_all(run([kubectl, "kustomize", admin_dir]))
+    assert container(admin, "admin")["image"] == "registry.example/tlserve-trainer:7"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tf_serving_runs_one_replica_for_promotion(rendered: dict[str, Path], overlay: str) -> None:
+    """promote reloads the config through the Service, which reaches one pod: more replicas would diverge."""
+    tfserving = find(load_documents(rendered[overlay]), "Deployment", "tfserving")
+    assert tfserving["spec"]["replicas"] == 1
+    assert not any(
+        doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["scaleTargetRef"]["name"] == "tfserving"
+        for doc in load_documents(rendered[overlay])
+    )
+
+
+def test_retrain_cronjob_arguments_parse_with_the_real_cli(rendered: dict[str, Path]) -> None:
+    """The CronJob's args are a valid `tlserve retrain` command whose writable paths are writable mounts."""
+    from tlserve.cli import build_parser
+
+    cronjob = find(load_documents(rendered["gpu"]), "CronJob", "retrain-and-promote")
+    main = container(cronjob, "retrain")
+    args = build_parser().parse_args(main["args"])
+    assert args.command == "retrain"
+    assert (args.data, args.name, args.promote_if_better, args.keep) == (Path("/data"), "demo", True, 5)
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = {mount["mountPath"] for mount in main["volumeMounts"] if not mount.get("readOnly", False)}
+    for path in (args.runs_dir, args.models_dir):
+        assert any(Path(path).is_relative_to(mount) for mount in writable), f"{path} is not on a writable volume"
+    assert Path(args.runs_dir).is_relative_to("/tmp")
+    assert Path(args.models_dir) == Path("/models")
