@@ -82,13 +82,14 @@ class Baseline:
 
 
 def find_baseline(models_dir: Path, name: str) -> Baseline:
-    """Stable if labelled, else the newest version (what an unlabelled server serves), else nothing."""
+    """Stable if labelled, else the newest served version (what an unlabelled server serves), else nothing."""
     try:
         model = modelconfig.load_model(models_dir, name)
     except modelconfig.ConfigError:
         return Baseline(None, None, [], {})
     base = modelconfig.resolve_base_path(modelconfig.config_path(models_dir), model.base_path)
-    version = model.labels.get("stable") or max(contract.list_versions(base), default=None)
+    # Unlabelled, the server serves the newest of the entry's specific versions, or the newest on disk.
+    version = model.labels.get("stable") or max(model.versions or contract.list_versions(base), default=None)
     if version is None:
         return Baseline(None, None, [], {})
     version_dir = base / str(version)
@@ -199,10 +200,17 @@ def evaluate_on_holdout(version_dir: Path, scan: Any, *, batch_size: int = 32) -
 
 def run_retrain(args: argparse.Namespace) -> int:
     """The whole retrain; exit 0 promoted (or passed and left as canary), GateRefused (1) kept back."""
+    if not args.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
+        raise CommandError(f"dataset folder not found: {args.data}")
     from training.retrain_flow import RetrainFlow
 
     flow = RetrainFlow(args)
-    summary = flow.run()
+    try:
+        summary = flow.run()
+    except gates.GateRefused:
+        if getattr(args, "json", False) and flow.summary:
+            print(json.dumps(flow.summary, indent=2, default=str))  # the refusing gates with their numbers
+        raise
     if getattr(args, "json", False):
         print(json.dumps(summary, indent=2, default=str))
     return EXIT_OK

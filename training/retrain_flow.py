@@ -14,6 +14,7 @@ from typing import Any
 from tlserve.console import Refused
 from training import audit, gates, infra
 from training.gates import GateRefused, GateResult, Metrics, WarmupReport
+from training.modelconfig import load_model
 from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label, prune_versions
 from training.retrain import (
     Baseline,
@@ -39,6 +40,7 @@ class RetrainFlow:
         self.name: str = args.name
         self.thresholds = thresholds_from_args(args)
         self.options = options if options is not None else move_options(args)
+        self.summary: dict[str, Any] = {}  # filled once the gates ran, also when they refuse
 
     def run(self) -> dict[str, Any]:
         try:
@@ -53,6 +55,7 @@ class RetrainFlow:
         baseline = find_baseline(self.models_dir, self.name)
         config = retrain_config(self.args, baseline)
         result, scan, warm = warm_train(config, baseline)
+        self._pin_baseline(baseline)
         candidate = publish_run(result, self.models_dir, self.name)
         start = f"warm start from {baseline.version}" if warm else "trained from the base weights"
         print(f"published {self.name} version {candidate} ({start})")
@@ -69,6 +72,7 @@ class RetrainFlow:
             "stable_metrics": stable_metrics.as_dict() if stable_metrics else None,
             "gates": [{"gate": r.gate, "passed": r.passed, "detail": r.detail} for r in results],
         }
+        self.summary = summary
         print(f"candidate {candidate} vs stable {baseline.version} on {candidate_metrics.examples} held-out images:")
         print(describe(results))
         if not all(result.passed for result in results):
@@ -100,6 +104,18 @@ class RetrainFlow:
         results.append(gates.check_infra(candidate_probe, stable_probe, self.thresholds))
         return results
 
+    def _pin_baseline(self, baseline: Baseline) -> None:
+        """Label the served baseline `stable` (a `specific` version policy) before the candidate appears on disk.
+
+        Unpinned, a `latest` policy would make the server load the candidate and drop the baseline on its next
+        file-system poll, before any gate ran, and every later label move would serve the labelled versions only.
+        """
+        if baseline.version is None or STABLE in load_model(self.models_dir, self.name).labels:
+            return
+        move_label(self.models_dir, self.name, baseline.version, label=STABLE, options=self.options,
+                   reason="pin served version before retrain")  # fmt: skip
+        print(f"pinned {self.name} version {baseline.version} as {STABLE} (it was served without a label)")
+
     def _label_canary(self, candidate: int) -> str:
         """Label the candidate `canary` (loading it on the server); returns why it could not load, or ""."""
         try:
@@ -129,6 +145,7 @@ class RetrainFlow:
 
     def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
         refusal = GateRefused(results)
+        summary.update(promoted=False, refused=str(refusal))
         drop_label(self.models_dir, self.name, CANARY, options=self.options, reason=f"refused: {refusal}")
         record = audit.AuditRecord(
             "refused",

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,13 +132,19 @@ def test_retrain_keeps_back_a_candidate_that_fails_a_gate_and_says_why(
 ) -> None:
     code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), "--offline",
                  *fast(repo), "--promote-if-better", "--min-class-recall", "1.01",
-                 "--latency-factor", "1000"])  # fmt: skip
+                 "--latency-factor", "1000", "--json"])  # fmt: skip
 
     captured = capsys.readouterr()
     assert code == 1
     assert "tlserve: error: quality gate refused: recall of 'circle'" in captured.err
     assert "< floor 1.010" in captured.err
     assert "kept back: tiny version 2 stays off stable" in captured.out
+    summary = json.loads(captured.out[captured.out.index("\n{") :])  # --json: the summary, refusal included
+    assert (summary["candidate"], summary["stable"], summary["promoted"]) == (2, 1, False)
+    assert "< floor 1.010" in summary["refused"]
+    quality = next(gate for gate in summary["gates"] if gate["gate"] == "quality")
+    assert quality["passed"] is False
+    assert "recall of 'circle'" in quality["detail"]
     model = modelconfig.load_model(repo, "tiny")
     assert model.labels == {"stable": 1}  # the refused canary lost its label
     assert (repo / "tiny" / "2" / "saved_model.pb").is_file()  # but stays on disk for inspection
@@ -147,6 +157,58 @@ def test_retrain_of_an_unknown_dataset_folder_is_a_usage_error(repo: Path, capsy
     assert code == 2
     assert "dataset folder not found" in capsys.readouterr().err
     assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_retrain_checks_the_dataset_folder_before_importing_tensorflow(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from tlserve.cli import main\n"
+        f"code = main(['retrain', {str(tmp_path / 'nowhere')!r}, '--name', 'tiny', '--offline',\n"
+        f"             '--models-dir', {str(tmp_path / 'models')!r}])\n"
+        "print(code, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).parents[2])  # fmt: skip
+
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert result.stderr == f"tlserve: error: dataset folder not found: {tmp_path / 'nowhere'}\n"
+
+
+def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_old_version(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `tlserve train` leaves (and models/models.config ships): latest policy, no label, no audit log.
+
+    Publishing the candidate would make the server load it and drop version 1; the retrain pins 1 as stable
+    first, so a refused candidate leaves version 1 served and the candidate unloaded."""
+    from tests.conftest import random_images
+    from tests.support.modelserver import predict_request, running_model_server
+    from training.modelservice import ModelServer
+
+    audit.audit_path(repo).unlink()
+    modelconfig.write_config(repo / "models.config", modelconfig.put_model(
+        modelconfig.read_config(repo / "nothing.config"), modelconfig.ServedModel("tiny", "tiny")
+    ))  # fmt: skip
+    with running_model_server(repo) as server, ModelServer(server.target) as client:
+        online = ["--server", server.target, "--drain", "0"]
+        code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online, *fast(repo),
+                     "--promote-if-better", "--min-class-recall", "1.01", "--latency-factor", "1000"])  # fmt: skip
+        captured = capsys.readouterr()
+        time.sleep(0.5)  # a few file-system polls: the candidate must not be loaded as the latest either
+        states = client.version_states("tiny")
+        images = random_images(1)
+        unpinned = server.prediction_stub().Predict(predict_request(images, "tiny"), timeout=30)
+        stable = server.prediction_stub().Predict(predict_request(images, "tiny", version_label="stable"), timeout=30)
+
+    assert code == 1, captured.out
+    assert "pinned tiny version 1 as stable" in captured.out
+    assert states.get(1) == "AVAILABLE"
+    assert states.get(2) != "AVAILABLE"
+    assert (unpinned.model_spec.version.value, stable.model_spec.version.value) == (1, 1)
+    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (1,), {"stable": 1})
+    pin = audit.read_records(repo, "tiny")[0]
+    assert (pin.action, pin.label, pin.old_version, pin.new_version) == ("promote", "stable", None, 1)
+    assert pin.reason == "pin served version before retrain"
 
 
 def test_retrain_against_a_running_model_server_gates_and_promotes_there(
