@@ -13,10 +13,19 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
 import grpc.aio
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from service.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge, Unauthenticated, translate_errors
+from service.errors import (
+    BadRequest,
+    GatewayError,
+    InvalidImage,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+    translate_errors,
+)
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
@@ -118,12 +127,52 @@ class GatewayCore:
         if len(missing) < MAX_MISSING_LABELS:
             missing[(target.name, target.label or "")] = now + MISSING_LABEL_RECHECK_S
 
-    async def classify(self, images: list[bytes], target: ModelTarget, top_k: int, timeout_s: float) -> Classification:
-        """Top-k labels per image: validate, route, batch with concurrent requests, call upstream."""
+    async def classify(
+        self,
+        images: list[bytes],
+        target: ModelTarget,
+        top_k: int,
+        timeout_s: float,
+        names: list[str] | None = None,
+    ) -> Classification:
+        """Top-k labels per image: validate, route, batch with concurrent requests, call upstream.
+
+        `names` (e.g. multipart file names) only make error messages clearer.
+        """
         check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
-        rows = await self._first_answer(self.routes(target), lambda routed: self._submit(routed, images, timeout_s))
+
+        async def send(routed: ModelTarget) -> list[_Row]:
+            try:
+                return await self._submit(routed, images, timeout_s)
+            except BadRequest as error:
+                if not _upstream_invalid_argument(error):
+                    raise
+                raise await self._undecodable_image(routed, images, names or [], error, timeout_s) from error
+
+        rows = await self._first_answer(self.routes(target), send)
         predictions = [_top_k(row.top, top_k) for row in rows]
         return Classification(model=rows[0].model, version=rows[0].version, predictions=predictions)
+
+    async def _undecodable_image(
+        self, target: ModelTarget, images: list[bytes], names: list[str], error: BadRequest, timeout_s: float
+    ) -> GatewayError:
+        """The request's own serving_default call failed with INVALID_ARGUMENT (the batcher has already split it
+        off from other requests): the model could not decode one of its images. Name it, trying images one by one
+        when the request has several (this costs upstream calls only on this failure path)."""
+        index = 0 if len(images) == 1 else None
+        deadline = time.monotonic() + timeout_s
+        for candidate, image in enumerate(images if index is None else []):
+            try:
+                await self._predict_rows(target, [image], max(deadline - time.monotonic(), 0.001))
+            except BadRequest as single_error:
+                if _upstream_invalid_argument(single_error):
+                    index, error = candidate, single_error
+                    break
+                raise
+        if index is None:
+            return error  # every image decodes alone: not a decoding problem, keep the model server's message
+        name = f" ({names[index]})" if index < len(names) and names[index] else ""
+        return InvalidImage(f"image {index}{name} could not be decoded: {error.message}")
 
     async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
         """A TF Serving PredictRequest proxied as is, after the same image checks and limits as /predict."""
@@ -267,6 +316,12 @@ class GatewayCore:
                     max_images=self.settings.max_images_per_request,
                     max_pixels=self.settings.max_image_pixels,
                 )
+
+
+def _upstream_invalid_argument(error: GatewayError) -> bool:
+    """The error is the model server's INVALID_ARGUMENT (what a model that cannot decode an image answers)."""
+    cause = error.__cause__
+    return isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _top_k(top: list[LabelScore], top_k: int) -> ImagePrediction:

@@ -124,24 +124,26 @@ async def predict(
 ) -> PredictAnswer:
     settings = core.settings
     target = make_target(model or settings.default_model, version, label)
-    images, body_top_k = await read_images(request, settings.max_images_per_request)
+    images, body_top_k, names = await read_images(request, settings.max_images_per_request)
     result = await core.classify(
-        images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s
+        images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s, names
     )
     return to_answer(result)
 
 
-async def read_images(request: Request, max_images: int) -> tuple[list[bytes], int | None]:
-    """The encoded images of a /predict body, and the JSON body's top_k if it has one."""
+async def read_images(request: Request, max_images: int) -> tuple[list[bytes], int | None, list[str]]:
+    """The encoded images of a /predict body, the JSON body's top_k if it has one, and file names if known."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, max_images), None
+        images, names = await _read_multipart(request, max_images)
+        return images, None, names
     if media_type == "application/json":
-        return _read_json(await request.body(), max_images)
+        images, body_top_k = _read_json(await request.body(), max_images)
+        return images, body_top_k, []
     raise UnsupportedMediaType(f"content type {media_type or '(none)'!r}; send multipart/form-data or application/json")
 
 
-async def _read_multipart(request: Request, max_images: int) -> list[bytes]:
+async def _read_multipart(request: Request, max_images: int) -> tuple[list[bytes], list[str]]:
     try:
         # Starlette's own caps sit above ours so that our limit answers with 413 and a clear message.
         form = await request.form(max_files=max_images + 1, max_fields=max_images + 16)
@@ -155,17 +157,18 @@ async def _read_multipart(request: Request, max_images: int) -> list[bytes]:
         await form.close()
 
 
-async def _uploaded_images(uploads: list[Any], max_images: int) -> list[bytes]:
+async def _uploaded_images(uploads: list[Any], max_images: int) -> tuple[list[bytes], list[str]]:
     if not uploads:
         raise ValidationFailed('multipart body has no "files" part')
     if len(uploads) > max_images:
         raise PayloadTooLarge(f"{len(uploads)} images in one request, more than the limit of {max_images}")
-    images = []
+    images, names = [], []
     for index, upload in enumerate(uploads):
         if not isinstance(upload, UploadFile):
             raise ValidationFailed(f'"files" part {index} is a text field, not a file')
         images.append(await upload.read())
-    return images
+        names.append(upload.filename or "")
+    return images, names
 
 
 def _read_json(body: bytes, max_images: int) -> tuple[list[bytes], int | None]:

@@ -72,11 +72,34 @@ def test_bad_image_in_a_merged_batch_fails_only_its_caller():
     responses, _ = asyncio.run(post_concurrently(app, bodies))
     statuses = [response.status_code for response in responses]
     assert statuses == [200, 200, 200, 400, 200, 200, 200, 200]
-    assert responses[3].json()["error"]["code"] == "bad_request"
+    assert responses[3].json()["error"]["code"] == "invalid_image"
+    assert responses[3].json()["error"]["message"].startswith("image 0 (i.png) could not be decoded: ")
     good = [response.json()["predictions"][0]["label"] for index, response in enumerate(responses) if index != 3]
     assert good == [image_label(image) for image in images]
     # The merged call was tried first and failed; the split retries isolated the culprit.
     assert len(upstream.predict_requests[0].inputs["image_bytes"].string_val) == 8
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_truncated_image_in_a_multi_image_request_is_named_by_index_and_file_name(batching):
+    upstream = FakeModelServer()
+    app = create_app(make_settings(batching_enabled=batching), backend=upstream)
+    good = random_images(2, seed=4)
+    files = [
+        ("files", (name, body, "image/png"))
+        for name, body in zip(["a.png", "b.png", "c.png"], [good[0], truncated_png(), good[1]], strict=True)
+    ]
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                return await client.post("/predict", files=files)
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_image"
+    assert response.json()["error"]["message"].startswith("image 1 (b.png) could not be decoded: ")
 
 
 def test_cancelled_caller_is_not_sent_upstream():

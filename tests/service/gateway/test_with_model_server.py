@@ -83,7 +83,8 @@ def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(
 
     responses = asyncio.run(scenario())
     assert [response.status_code for response in responses] == [200, 200, 200, 400]
-    assert responses[3].json()["error"]["code"] == "bad_request"
+    assert responses[3].json()["error"]["code"] == "invalid_image"
+    assert responses[3].json()["error"]["message"].startswith("image 0 (x) could not be decoded: ")
 
 
 def test_an_unknown_label_is_404_on_every_protocol_against_the_real_model_server(model_server):
