@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-SERVE_OWN_FLAGS = frozenset({"upstream", "http_port", "grpc_port"})  # Settings fields with hand-written flags above
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -53,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="use this model server (TF Serving in production) instead of starting the embedded one "
         "(env TLSERVE_UPSTREAM)",
     )
-    # None = TLSERVE_HTTP_PORT / TLSERVE_GRPC_PORT or the Settings defaults (8000 / 8500).
+    # --upstream, --http-port and --grpc-port are Settings fields with hand-written flags (their dest is the field
+    # name, so add_settings_flags leaves them alone). None = TLSERVE_HTTP_PORT / TLSERVE_GRPC_PORT or the default.
     serve.add_argument(
         "--http-port", type=_port, metavar="PORT", default=None, help=env_and_default(Settings, "http_port")
     )
@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=os.environ.get("TLSERVE_MODEL_SERVER_PORT", "8600"),  # a string default goes through _port too
         help="port of the embedded model server (env TLSERVE_MODEL_SERVER_PORT; default 8600)",
     )
-    # Every other Settings field, derived from the model: --max-batch-size, --batching-enabled/--no-..., ...
-    add_settings_flags(serve, Settings, title="gateway settings", skip=SERVE_OWN_FLAGS)
+    # Every other Settings field gets a flag derived from the model: --max-batch-size, --no-batching-enabled, ...
+    add_settings_flags(serve, Settings, title="gateway settings")
     serve.set_defaults(handler=run_serve)
 
     predict = subparsers.add_parser(

@@ -1,15 +1,15 @@
 """Command-line flags derived from a pydantic-settings model: one `--field-name` per field, flag > env > default.
 
-`add_settings_flags` turns every field into a flag (bools become `--x/--no-x`) whose help shows the field's
-description, its environment variable and its default. Values stay strings until `build_settings` hands them to
-the model, so pydantic's own rules validate flags and environment alike; a broken rule becomes one CommandError line
-naming the flag (or the environment variable) that carried the bad value.
+`add_settings_flags` turns every field the parser has no flag for yet into a flag (bools become `--x/--no-x`)
+whose help shows the field's description, its environment variable and its default. Values stay strings until
+`build_settings` hands them to the model, so pydantic's own rules validate flags and environment alike; a broken
+rule becomes one CommandError line naming the flag (or the environment variable) that carried the bad value.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -39,13 +39,15 @@ def env_and_default(model: type[BaseSettings], field: str) -> str:
     return f"env {env_name(model, field)}; default {_shown(model.model_fields[field].default)}"
 
 
-def add_settings_flags(
-    parser: argparse.ArgumentParser, model: type[BaseSettings], *, title: str, skip: Collection[str] = ()
-) -> None:
-    """Add a flag for every field of `model` not in `skip` (those the caller defines itself), in an argument group."""
+def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], *, title: str) -> None:
+    """Add a flag for every field of `model`, in an argument group, except fields whose `dest` the parser already has.
+
+    Hand-written flags (other names, types or help) therefore replace the derived ones by using the field name as dest.
+    """
+    hand_written = {action.dest for action in parser._actions}
     group = parser.add_argument_group(title, f"each flag overrides its environment variable ({env_name(model, '')}*)")
     for name, field in model.model_fields.items():
-        if name in skip:
+        if name in hand_written:
             continue
         help_text = "; ".join(filter(None, [field.description, env_and_default(model, name)])).replace("%", "%%")
         if field.annotation is bool:

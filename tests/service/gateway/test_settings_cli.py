@@ -131,3 +131,10 @@ def test_bad_env_value_exits_2_naming_the_env_var(capsys, monkeypatch, tmp_path)
 def test_bad_settings_are_reported_before_a_missing_models_dir(capsys, tmp_path):
     assert main(["serve", "--models-dir", str(tmp_path / "nowhere"), "--max-batch-size", "0"]) == 2
     assert "--max-batch-size 0" in capsys.readouterr().err
+
+
+def test_hand_written_port_flags_still_reject_port_0_before_any_settings(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--http-port", "0"])
+    assert exited.value.code == 2
+    assert "argument --http-port: must be at least 1: 0" in capsys.readouterr().err
