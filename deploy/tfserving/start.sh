@@ -7,7 +7,8 @@
 # or URI", server_core.cc, 2.19). So this script copies $MODEL_BASE_PATH/models.config (the repository, /models
 # in the image) to $TMPDIR/models.config with every relative base_path prefixed by $MODEL_BASE_PATH/: the same
 # paths `tlserve promote --server-models-dir /models` sends with each reload. Absolute paths and URIs
-# (gs://, s3://) stay as they are. TF Serving is told not to poll the file (see docs/deploy.md, Kubernetes).
+# (gs://, s3://) stay as they are. TF Serving is not told to poll the file: see docs/deploy.md, "models.config
+# and base paths".
 #
 # Usage: sh start.sh [tensorflow_model_server flags, without --model_config_file]
 set -eu
