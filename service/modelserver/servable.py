@@ -84,6 +84,7 @@ class Servable:
             )
         for index, (alias, spec) in enumerate(sorted(specs.items())):
             _check_dtype(index, inputs[alias], spec)
+            _check_shape(alias, inputs[alias], spec)
         _check_output_filter(function, output_filter)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> Arrays:
@@ -142,6 +143,16 @@ def _check_dtype(index: int, value: np.ndarray, spec: Any) -> None:
         raise InvalidArgument(
             f"Expects arg[{index}] to be {_tf_type_name(spec.dtype)} but {_tf_type_name(provided)} is provided"
         )
+
+
+def _check_shape(alias: str, value: np.ndarray, spec: Any) -> None:
+    """A loaded signature runs any shape into its graph (which then fails deep inside, as INTERNAL): check first."""
+    if spec.shape.is_compatible_with(value.shape):
+        return
+    expected = ", ".join("-1" if size is None else str(size) for size in spec.shape.as_list())
+    raise InvalidArgument(
+        f"input {alias} has shape ({', '.join(map(str, value.shape))}) but the signature expects ({expected})"
+    )
 
 
 def _tf_type_name(dtype: Any) -> str:

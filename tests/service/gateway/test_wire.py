@@ -14,6 +14,8 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -127,6 +129,45 @@ def test_grpc_bad_requests_get_their_status_code(images, model, code, message):
             assert message in caught.value.details()
 
     asyncio.run(scenario())
+
+
+def _pixels_with_dims(*sizes: int, content: bytes = b"") -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "demo"
+    request.model_spec.signature_name = "predict_pixels"
+    request.inputs["pixels"].dtype = types_pb2.DT_UINT8
+    request.inputs["pixels"].tensor_shape.dim.extend(TensorShapeProto.Dim(size=size) for size in sizes)
+    request.inputs["pixels"].tensor_content = content
+    return request
+
+
+def _bytes_with_rows(rows: int) -> predict_pb2.PredictRequest:
+    request = tf_serving_request(random_images(1))
+    request.inputs["image_bytes"].tensor_shape.dim[0].size = rows
+    return request
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (_bytes_with_rows(-7), "invalid shape [-7]"),
+        (_bytes_with_rows(3), "carries 1"),
+        (_pixels_with_dims(-1, 32, 32, 3), "invalid shape"),
+        (_pixels_with_dims(2, 2, 2, 3, content=b"\0" * 5), "but 5 bytes of content"),
+    ],
+)
+def test_grpc_predict_with_negative_or_inconsistent_dims_is_invalid_argument(request_, message):
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(request_, timeout=10)
+            return caught.value, fake
+
+    error, fake = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.details()
+    assert fake.predict_requests == []
 
 
 def test_grpc_requires_the_api_key_when_configured():

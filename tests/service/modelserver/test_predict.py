@@ -217,3 +217,15 @@ def test_methods_tf_serving_has_but_we_do_not_are_unimplemented(stub):
     request.model_spec.name = "demo"
     error = rpc_error(stub.Classify, request)
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 5, 3), (1, IMAGE_SIZE, IMAGE_SIZE, 4), (IMAGE_SIZE, IMAGE_SIZE, 3)])
+def test_pixels_of_the_wrong_shape_are_invalid_argument_naming_the_expected_shape(stub, shape):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "demo"
+    request.model_spec.signature_name = "predict_pixels"
+    request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(np.zeros(shape, np.uint8)))
+    error = rpc_error(stub.Predict, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pixels" in error.details()
+    assert f"{IMAGE_SIZE}, {IMAGE_SIZE}, 3" in error.details()
