@@ -15,16 +15,23 @@ port="${2:-8501}"
 
 exec 3<>"/dev/tcp/127.0.0.1/${port}"
 printf 'GET /v1/models/%s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "${model}" >&3
-response="$(cat <&3)"
-exec 3<&-
 
-status_line="${response%%$'\r'*}"
-if [[ "${status_line}" != HTTP/1.[01]\ 200* ]]; then
-    echo "ready.sh: ${model}: ${status_line:-no answer}" >&2
-    exit 1
-fi
+# Read line by line (at most 4 s of silence each) and stop at the first AVAILABLE: no reliance on the server
+# closing the connection after its answer.
 available='"state"[[:space:]]*:[[:space:]]*"AVAILABLE"'
-if [[ ! "${response}" =~ ${available} ]]; then
-    echo "ready.sh: ${model}: no version AVAILABLE" >&2
-    exit 1
-fi
+status_line=""
+line=""
+while IFS= read -r -t 4 line <&3 || [[ -n "${line}" ]]; do
+    if [[ -z "${status_line}" ]]; then
+        status_line="${line%$'\r'}"
+        if [[ "${status_line}" != HTTP/1.[01]\ 200* ]]; then
+            echo "ready.sh: ${model}: ${status_line}" >&2
+            exit 1
+        fi
+    elif [[ "${line}" =~ ${available} ]]; then
+        exit 0
+    fi
+    line=""
+done
+echo "ready.sh: ${model}: ${status_line:-no answer}, no version AVAILABLE" >&2
+exit 1

@@ -106,6 +106,9 @@ class ModelStatus(BaseHTTPRequestHandler):
     """Answers GET /v1/models/demo like TF Serving: JSON of GetModelStatusResponse, or 404 for other models."""
 
     states: ClassVar[list[str]] = []
+    # Set: keep the connection open after the answer until the test sets the event (a server that ignores
+    # `Connection: close`).
+    hold_open: ClassVar[threading.Event | None] = None
 
     def do_GET(self) -> None:
         from tensorflow_serving.apis import get_model_status_pb2
@@ -123,6 +126,9 @@ class ModelStatus(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(body)
+        if self.hold_open is not None:
+            self.wfile.flush()
+            self.hold_open.wait(timeout=60)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -130,6 +136,9 @@ class ModelStatus(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def status_port() -> Iterator[int]:
+    # Imported before serving: the first import pulls in TensorFlow's protos and takes seconds.
+    from tensorflow_serving.apis import get_model_status_pb2  # noqa: F401
+
     server = ThreadingHTTPServer(("127.0.0.1", 0), ModelStatus)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -176,3 +185,17 @@ def socket_closed() -> Iterator[int]:
     with socket.socket() as bound:
         bound.bind(("127.0.0.1", 0))
         yield int(bound.getsockname()[1])
+
+
+def test_ready_does_not_wait_for_the_server_to_close(status_port: int) -> None:
+    """The answer is read line by line: ready as soon as AVAILABLE arrives, with the connection still open."""
+    ModelStatus.states = ["AVAILABLE"]
+    released = threading.Event()
+    ModelStatus.hold_open = released
+    try:
+        result = ready("demo", status_port)
+        assert not released.is_set()
+        assert result.returncode == 0, result.stderr
+    finally:
+        released.set()
+        ModelStatus.hold_open = None
