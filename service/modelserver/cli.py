@@ -1,5 +1,7 @@
 """`tlserve model-server`: the embedded TF-Serving-protocol model server as a command.
 
+Settings come from flags, else env `TLSERVE_MODEL_SERVER_<FIELD>` (and `TLSERVE_MODELS_DIR`), else the defaults in
+`ModelServerSettings`; TF Serving's own flag spellings (`--model_config_file`, `--enable_batching`, ...) work too.
 Once the initial models are loaded and the gRPC port is bound it prints exactly one line to stdout,
 
     model server listening on HOST:PORT
@@ -11,88 +13,190 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlserve.console import EXIT_OK, CommandError
+
+if TYPE_CHECKING:
+    from service.modelserver.server import ModelServer
+    from service.modelserver.settings import ModelServerSettings
 
 logger = logging.getLogger(__name__)
 
 READY_LINE = "model server listening on {host}:{port}"
+ENV_PREFIX = "TLSERVE_MODEL_SERVER_"
+NOT_GIVEN = argparse.SUPPRESS  # a flag left out is absent from the namespace, so env and defaults still apply
+# Settings fields whose flag is not "--" + the field name with dashes; everything else maps one to one.
+FLAG_OF_FIELD = {"enable_model_warmup": "--no-model-warmup", "load_retry_interval_s": "--load-retry-interval-micros"}
+ENV_OF_FIELD = {"models_dir": "TLSERVE_MODELS_DIR"}
+
+
+def parse_bool(text: str) -> bool:
+    """TF Serving's boolean flag values (`--enable_batching=false`)."""
+    value = text.strip().lower()
+    if value in {"true", "1", "yes"}:
+        return True
+    if value in {"false", "0", "no"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `tlserve model-server`."""
+    """Add `tlserve model-server`; TF Serving's spelling of a flag is a second option string of the same flag."""
     parser = subparsers.add_parser(
         "model-server",
         help="serve models/ over TF Serving's gRPC API (stand-in for tensorflow_model_server)",
         description="Serve TF Serving model versions over TF Serving's gRPC API (PredictionService, ModelService). "
         "Model selection: --model-config-file, else --model-name/--model-base-path, else --models-dir "
         "(its models.config if present, otherwise every model folder with the latest version).",
+        epilog=f"Every setting can also come from the environment, {ENV_PREFIX}<FIELD> (e.g. {ENV_PREFIX}PORT, "
+        f"{ENV_PREFIX}ENABLE_BATCHING=true; the models directory from TLSERVE_MODELS_DIR). A flag given wins.",
+        argument_default=NOT_GIVEN,
     )
-    parser.add_argument("--models-dir", type=Path, default=Path(os.environ.get("TLSERVE_MODELS_DIR", "models")))
-    parser.add_argument("--model-config-file", type=Path, help="text ModelServerConfig (TF Serving's models.config)")
-    parser.add_argument("--model-name", help="serve one model under this name (with --model-base-path)")
-    parser.add_argument("--model-base-path", type=Path, help="directory holding the model's version folders")
-    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all interfaces)")
-    parser.add_argument("--port", type=int, default=8600, help="gRPC port (0 = pick a free one; default 8600)")
-    parser.add_argument("--rest-api-port", type=int, default=0, help="REST status/metrics port (0 = off)")
-    parser.add_argument("--file-system-poll-wait-seconds", type=float, default=1.0)
-    parser.add_argument("--model-config-file-poll-wait-seconds", type=float, default=0.0)
-    parser.add_argument("--enable-batching", action="store_true", help="batch concurrent requests server-side")
-    parser.add_argument(
-        "--batching-parameters-file", "--batching-config", type=Path, help="text BatchingParameters (enables batching)"
-    )
-    parser.add_argument("--no-model-warmup", action="store_true", help="skip assets.extra/tf_serving_warmup_requests")
-    parser.add_argument("--allow-version-labels-for-unavailable-models", action="store_true")
-    parser.add_argument("--max-num-load-retries", type=int, default=5, help="retries of a version that failed to load")
-    parser.add_argument("--load-retry-interval-micros", type=int, default=60_000_000, help="wait between load retries")
-    parser.add_argument("--enable-grpc-healthcheck-service", action="store_true", help="grpc.health.v1.Health")
-    parser.add_argument("--grpc-max-threads", type=int, default=16)
+    _add_model_flags(parser)
+    _add_server_flags(parser)
     parser.set_defaults(handler=run_model_server)
 
 
-def settings_from_args(args: argparse.Namespace) -> Any:
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir", type=Path, metavar="DIR", help="models/ to serve (env TLSERVE_MODELS_DIR; default models)"
+    )
+    parser.add_argument(
+        "--model-config-file",
+        "--model_config_file",
+        type=Path,
+        metavar="FILE",
+        help="text ModelServerConfig (TF Serving's models.config)",
+    )
+    parser.add_argument(
+        "--model-name", "--model_name", metavar="NAME", help="serve one model under this name (with --model-base-path)"
+    )
+    parser.add_argument(
+        "--model-base-path",
+        "--model_base_path",
+        type=Path,
+        metavar="DIR",
+        help="directory holding the model's version folders",
+    )
+    parser.add_argument(
+        "--file-system-poll-wait-seconds",
+        "--file_system_poll_wait_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="default 1; <= 0: at start only",
+    )
+    parser.add_argument(
+        "--model-config-file-poll-wait-seconds",
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="default 0 = read the config file once",
+    )
+    parser.add_argument(
+        "--no-model-warmup", dest="enable_model_warmup", action="store_false", help="skip assets.extra warmup records"
+    )
+    _add_bool_flag(parser, "--enable_model_warmup", help_text="TF Serving's spelling of the above (default true)")
+    _add_bool_flag(
+        parser, "--allow-version-labels-for-unavailable-models", "--allow_version_labels_for_unavailable_models"
+    )
+    parser.add_argument(
+        "--max-num-load-retries",
+        "--max_num_load_retries",
+        type=int,
+        metavar="N",
+        help="retries of a version that failed (default 5)",
+    )
+    parser.add_argument(
+        "--load-retry-interval-micros",
+        "--load_retry_interval_micros",
+        type=int,
+        metavar="MICROS",
+        help="wait between load retries (default 60000000)",
+    )
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default 0.0.0.0: all interfaces)")
+    parser.add_argument("--port", type=int, metavar="PORT", help="gRPC port (0 = pick a free one; default 8600)")
+    parser.add_argument(
+        "--rest-api-port",
+        "--rest_api_port",
+        type=int,
+        metavar="PORT",
+        help="REST status/metrics port (default 0 = off)",
+    )
+    _add_bool_flag(parser, "--enable-batching", "--enable_batching", help_text="batch concurrent requests server-side")
+    parser.add_argument(
+        "--batching-parameters-file",
+        "--batching_parameters_file",
+        "--batching-config",
+        type=Path,
+        metavar="FILE",
+        help="text BatchingParameters (enables batching)",
+    )
+    _add_bool_flag(
+        parser,
+        "--enable-grpc-healthcheck-service",
+        "--enable_grpc_healthcheck_service",
+        help_text="grpc.health.v1.Health",
+    )
+    parser.add_argument(
+        "--grpc-max-threads", "--grpc_max_threads", type=int, metavar="N", help="gRPC worker threads (default 16)"
+    )
+
+
+def _add_bool_flag(parser: argparse.ArgumentParser, *names: str, help_text: str | None = None) -> None:
+    """`--flag` alone means true; `--flag=false` as TF Serving accepts it."""
+    parser.add_argument(*names, nargs="?", const=True, type=parse_bool, metavar="BOOL", help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> ModelServerSettings:
+    """The flags actually given override the environment, which overrides the defaults."""
     from pydantic import ValidationError
 
     from service.modelserver.settings import ModelServerSettings
 
-    if (args.model_name is None) != (args.model_base_path is None):
-        raise CommandError("--model-name and --model-base-path go together")
+    given = {name: value for name, value in vars(args).items() if name in ModelServerSettings.model_fields}
+    if "load_retry_interval_micros" in vars(args):
+        given["load_retry_interval_s"] = args.load_retry_interval_micros / 1e6
     try:
-        return ModelServerSettings(
-            models_dir=args.models_dir,
-            model_config_file=args.model_config_file,
-            model_name=args.model_name,
-            model_base_path=args.model_base_path,
-            host=args.host,
-            port=args.port,
-            rest_api_port=args.rest_api_port,
-            file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-            enable_batching=args.enable_batching,
-            batching_parameters_file=args.batching_parameters_file,
-            enable_model_warmup=not args.no_model_warmup,
-            allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
-            max_num_load_retries=args.max_num_load_retries,
-            load_retry_interval_s=args.load_retry_interval_micros / 1e6,
-            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
-            grpc_max_threads=args.grpc_max_threads,
-        )
+        settings = ModelServerSettings(**given)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise CommandError(f"--{'-'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        raise CommandError(f"{_source_of(field, given)}: {first['msg']}") from None
+    if (settings.model_name is None) != (settings.model_base_path is None):
+        raise CommandError("--model-name and --model-base-path go together")
+    return settings
 
 
-def run_model_server(args: argparse.Namespace) -> int:
+def _source_of(field: str, given: dict[str, Any]) -> str:
+    """Name the flag or environment variable a bad value came from."""
+    if field in given:
+        return FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+    return ENV_OF_FIELD.get(field, field if field.isupper() else ENV_PREFIX + field.upper())
+
+
+def start_server(settings: ModelServerSettings) -> tuple[ModelServer, int]:
+    """Load the initial models and bind the ports; a bad config or busy port becomes a one-line CommandError."""
     from service.modelserver.errors import ServingError
     from service.modelserver.server import ModelServer
 
-    settings = settings_from_args(args)
     server = ModelServer(settings)
+    try:
+        port = server.start()
+    except ServingError as exc:
+        server.stop(0)
+        raise CommandError(exc.message) from None
+    return server, port
+
+
+def run_model_server(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -101,11 +205,7 @@ def run_model_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    try:
-        port = server.start()
-    except ServingError as exc:
-        server.stop(0)
-        raise CommandError(exc.message) from None
+    server, port = start_server(settings)
     print(READY_LINE.format(host=settings.host, port=port), flush=True)
     if server.rest_port:
         print(f"model server REST API on {settings.host}:{server.rest_port}", flush=True)
