@@ -184,6 +184,6 @@ def absolute_config(config: Any, root_dir: Path) -> Any:
     resolved = type(config)()
     resolved.CopyFrom(config)
     for entry in resolved.model_config_list.config:
-        if entry.base_path and not Path(entry.base_path).is_absolute():
+        if entry.base_path and "://" not in entry.base_path and not Path(entry.base_path).is_absolute():
             entry.base_path = str(root_dir / entry.base_path)
     return resolved

@@ -103,6 +103,13 @@ def test_relative_base_path_resolves_beside_the_config_and_absolute_stays(tmp_pa
     assert config.model_config_list.config[0].base_path == "demo"
 
 
+def test_absolute_config_leaves_object_storage_uris_alone(tmp_path: Path) -> None:
+    config = modelconfig.read_config(tmp_path / "models.config")
+    config = modelconfig.put_model(config, ServedModel("remote", "gs://bucket/remote", (1,)))
+    absolute = modelconfig.absolute_config(config, Path("/srv/models"))
+    assert absolute.model_config_list.config[0].base_path == "gs://bucket/remote"
+
+
 def test_written_config_is_accepted_by_the_model_servers_parser(tmp_path: Path) -> None:
     from service.modelserver.config import read_model_server_config
 

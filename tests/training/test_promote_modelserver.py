@@ -101,11 +101,15 @@ def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: P
     from tests.support.modelserver import free_port, stop_process, wait_until_available
 
     port = free_port()
-    command = ["tensorflow_model_server", f"--port={port}", f"--model_config_file={repo / 'models.config'}",
+    # TF Serving refuses relative base paths (ValidateModelConfigList): give it an absolute copy, as start.sh does.
+    from training.modelconfig import absolute_config, read_config, write_config
+
+    startup_config = tmp_path / "models.config"
+    write_config(startup_config, absolute_config(read_config(repo / "models.config"), repo))
+    command = ["tensorflow_model_server", f"--port={port}", f"--model_config_file={startup_config}",
                "--file_system_poll_wait_seconds=1"]  # fmt: skip
     with (tmp_path / "tfserving.log").open("wb") as log:
-        # cwd: TF Serving resolves relative base paths against its working directory.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=repo)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         target = f"127.0.0.1:{port}"
         wait_until_available(target, "demo", version=1, timeout_s=120)
