@@ -53,18 +53,57 @@ def test_other_errors_are_not_retried(code):
     assert len(fake.predict_requests) == 1
 
 
-def test_large_batches_pass_grpcs_default_4_mib_limit():
-    big = [random_images(1)[0] + b"\0" * (1024 * 1024)] * 6  # ~6 MiB in one request; PNG ignores trailing bytes
+MIB = 1024 * 1024
 
+
+class EchoingFake(FakeModelServer):
+    """Answers with its input images copied into an extra output, so a big request gets an equally big answer."""
+
+    async def predict(self, request, timeout_s: float):
+        response = await super().predict(request, timeout_s)
+        response.outputs["echo"].CopyFrom(request.inputs["image_bytes"])
+        return response
+
+
+def big_images() -> list[bytes]:
+    return [random_images(1)[0] + b"\0" * MIB] * 6  # ~6 MiB in one message; PNG ignores trailing bytes
+
+
+def test_large_batches_pass_grpcs_default_4_mib_limit_both_ways():
+    # gRPC's default limit is 4 MiB on RECEIVE (sending is unlimited): the channel must raise it for answers.
     async def scenario():
-        # Like TF Serving, the upstream accepts big messages; the gateway's channel must send them too.
-        upstream, port, _ = await start_fake_upstream(FakeModelServer(), max_message_bytes=64 * 1024 * 1024)
-        backend = GrpcBackend(f"127.0.0.1:{port}", max_message_bytes=64 * 1024 * 1024)
+        # Like TF Serving, the upstream accepts big messages; the gateway's channel must send and receive them.
+        upstream, port, _ = await start_fake_upstream(EchoingFake(), max_message_bytes=64 * MIB)
+        backend = GrpcBackend(f"127.0.0.1:{port}", max_message_bytes=64 * MIB)
         try:
-            return await backend.predict(tf_serving_request(big), 10)
+            return await backend.predict(tf_serving_request(big_images()), 10)
         finally:
             await backend.close()
             await upstream.stop(None)
 
     response = asyncio.run(scenario())
+    assert response.ByteSize() > 6 * MIB
+    assert response.outputs["classes"].tensor_shape.dim[0].size == 6
+
+
+def test_the_gateways_grpc_server_takes_and_returns_messages_over_4_mib():
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from tests.service.gateway.test_wire import running_gateway
+
+    async def scenario():
+        upstream, port, _ = await start_fake_upstream(EchoingFake(), max_message_bytes=64 * MIB)
+        client_options = [("grpc.max_receive_message_length", 64 * MIB)]
+        try:
+            async with (
+                running_gateway(port) as ports,
+                grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc_port}", options=client_options) as channel,
+            ):
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                return await stub.Predict(tf_serving_request(big_images()), timeout=10)
+        finally:
+            await upstream.stop(None)
+
+    response = asyncio.run(scenario())
+    assert response.ByteSize() > 6 * MIB
     assert response.outputs["classes"].tensor_shape.dim[0].size == 6
