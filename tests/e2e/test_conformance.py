@@ -194,12 +194,17 @@ def test_cli_predict_prints_the_model_top_label(gateway, sample_files, reference
     result = run_cli("predict", *map(str, sample_files), *target, "--model", MODEL_NAME, "--top-k", "2")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    expected = reference_probabilities([path.read_bytes() for path in sample_files]).argmax(axis=1)
+    expected = np.argsort(-reference_probabilities([path.read_bytes() for path in sample_files]), axis=1)[:, :2]
     assert len(lines) == len(sample_files)
-    for line, path, best in zip(lines, sample_files, expected, strict=True):
-        name, first_label = line.split()[:2]
+    for line, path, ranked in zip(lines, sample_files, expected, strict=True):
+        # `path  label score  label score  (demo v1)`: exactly --top-k label/score pairs between name and model.
+        name, *pairs, model, version = line.split()
         assert name == str(path)
-        assert first_label == class_names[best]
+        assert (model, version) == (f"({MODEL_NAME}", "v1)")
+        assert len(pairs) == 2 * 2, line
+        labels, scores = pairs[0::2], [float(score) for score in pairs[1::2]]
+        assert labels == [class_names[index] for index in ranked]
+        assert scores == sorted(scores, reverse=True)
 
 
 def test_cli_predict_bad_path_exits_2_with_one_line(gateway, tmp_path):
