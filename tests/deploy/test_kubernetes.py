@@ -256,15 +256,22 @@ def test_tf_serving_runs_one_replica_for_promotion(rendered: dict[str, Path], ov
     )
 
 
-def test_retrain_cronjob_arguments_parse_with_the_real_cli(rendered: dict[str, Path]) -> None:
-    """The CronJob's args are a valid `tlserve retrain` command whose writable paths are writable mounts."""
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_retrain_cronjob_arguments_parse_with_the_real_cli(
+    rendered: dict[str, Path], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CronJob's args are a promoting `tlserve retrain` against TF Serving, writing only to writable mounts."""
     from tlserve.cli import build_parser
+    from training import cli_models
 
-    cronjob = find(load_documents(rendered["gpu"]), "CronJob", "retrain-and-promote")
+    cronjob = find(load_documents(rendered[overlay]), "CronJob", "retrain-and-promote")
     main = container(cronjob, "retrain")
-    args = build_parser().parse_args(main["args"])
-    assert args.command == "retrain"
+    for item in main.get("env", []):
+        monkeypatch.setenv(item["name"], item["value"])  # argparse defaults read the container's environment
+    args = build_parser().parse_args(main["args"])  # SystemExit 2 on any flag tlserve does not know
+    assert args.handler is cli_models._retrain
     assert (args.data, args.name, args.promote_if_better, args.keep) == (Path("/data"), "demo", True, 5)
+    assert (args.offline, args.server) == (False, "tfserving:8500")
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
     writable = {mount["mountPath"] for mount in main["volumeMounts"] if not mount.get("readOnly", False)}
     for path in (args.runs_dir, args.models_dir):
