@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="model name (default: the gateway's default model over HTTP, 'demo' over gRPC)",
     )
     predict.add_argument("--top-k", type=_positive, default=3)
-    predict.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    predict.add_argument("--timeout", type=_positive_seconds, default=30.0, help="seconds per request")
     predict.set_defaults(handler=run_predict)
 
 
@@ -104,6 +104,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
     return value
 
 

@@ -117,6 +117,16 @@ def test_port_flag_rejects_non_ports(text):
         cli._port(text)
 
 
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "soon"])
+def test_predict_timeout_must_be_a_positive_number_of_seconds(text, capsys):
+    from tlserve.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "any.png", "--timeout", text])
+    assert exit_info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
+
+
 def test_http_client_adds_the_missing_scheme():
     with client.HttpClient("gw:8000/") as http:
         assert http.url == "http://gw:8000"
