@@ -83,6 +83,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         415: "unsupported media type or image format",
         422: "request does not match the schema",
         429: "model server overloaded",
+        502: "the model server failed in a way the gateway cannot name (its detail is logged)",
         503: "model server unavailable",
         504: "deadline exceeded",
     }.items()
@@ -123,7 +124,10 @@ async def predict(
     top_k: Annotated[int | None, Query(ge=1, le=5, description="labels per image (multipart; JSON may say it)")] = None,
 ) -> PredictAnswer:
     settings = core.settings
-    target = make_target(model or settings.default_model, version, label)
+    for name, value in (("model", model), ("label", label)):
+        if value == "":  # `?model=` must not silently mean the default model
+            raise ValidationFailed(f"query parameter {name!r} is empty; give a name or leave the parameter out")
+    target = make_target(settings.default_model if model is None else model, version, label)
     images, body_top_k, names = await read_images(request, settings.max_images_per_request)
     result = await core.classify(
         images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s, names

@@ -43,6 +43,7 @@ TF_ERRORS: dict[int | str, dict[str, Any]] = {
         404: "model/version/label not found",
         413: "too large",
         422: "invalid path parameter",
+        502: "model server failed",
         503: "model server unavailable",
         504: "deadline exceeded",
     }.items()

@@ -58,6 +58,15 @@ def test_predict_returns_404_for_unknown_model_version_or_label(client, query, m
     assert message in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("query", ["model=", "label=", "model=&label=stable"])
+def test_predict_with_an_empty_model_or_label_is_422_not_the_default(client, fake_upstream, query):
+    response = client.post(f"/predict?{query}", files=multipart(random_images(1)[0]))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "is empty" in response.json()["error"]["message"]
+    assert fake_upstream.predict_requests == []
+
+
 def test_predict_returns_400_when_both_version_and_label_given(client):
     response = client.post("/predict?version=1&label=stable", files=multipart(random_images(1)[0]))
     assert response.status_code == 400
