@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,68 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import encode_image
+from tests.training.imagefiles import PIXELS, animated_gif, bad_files, odd_files, png_header_only, save_image
 from tlserve import cli
 from training.data import DatasetError, scan_dataset
 from training.data.checks import inspect_image
-
-RNG = np.random.default_rng(7)
-PIXELS = RNG.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-
-
-def _save(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width×height but holds (almost) no pixel data: a decompression bomb's shape."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-
-
-def _png16_rgb() -> bytes:
-    import tensorflow as tf
-
-    return tf.io.encode_png(tf.constant(PIXELS.astype(np.uint16) * 257)).numpy()
-
-
-def _animated_gif() -> bytes:
-    frames = [Image.fromarray(PIXELS).convert("P"), Image.fromarray(PIXELS[::-1]).convert("P")]
-    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:])
-
-
-def bad_files() -> dict[str, tuple[bytes, str]]:
-    """rel_path → (bytes, the reason the report must give) for every unusable kind."""
-    jpeg = encode_image(PIXELS, "JPEG")
-    return {
-        "cat/empty.jpg": (b"", "0-byte"),
-        "cat/truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG"),
-        "dog/notes-renamed.jpg": (b"these are my notes, not a photo\n" * 4, "not an image"),
-        "dog/truncated.png": (encode_image(PIXELS)[:-30], "truncated PNG"),
-        "dog/bomb.png": (_png_header_only(30_000, 30_000), "absurd dimensions"),
-        "cat/huge.png": (_png_header_only(9_000, 7_000), "absurd dimensions (9000x7000 = 63 MP)"),
-    }
-
-
-def odd_files() -> dict[str, tuple[bytes, str]]:
-    """rel_path → (bytes, the oddity the report must name) for every usable-but-odd kind."""
-    image = Image.fromarray(PIXELS)
-    return {
-        "cat/cmyk.jpg": (_save(image.convert("CMYK"), "JPEG"), "CMYK"),
-        "cat/gray.jpg": (_save(image.convert("L"), "JPEG"), "grayscale"),
-        "dog/alpha.png": (_save(image.convert("RGBA"), "PNG"), "alpha channel"),
-        "dog/palette.png": (_save(image.convert("P"), "PNG"), "palette"),
-        "cat/animated.gif": (_animated_gif(), "animated GIF (first frame used)"),
-        "dog/deep.png": (_png16_rgb(), "16-bit PNG"),
-        "dog/gray16.png": (_save(Image.fromarray(PIXELS[..., 0].astype(np.uint16) * 257), "PNG"), "16-bit PNG"),
-        "cat/scan.tiff": (_save(image, "TIFF"), "TIFF: format TensorFlow cannot decode (converted with PIL)"),
-        "dog/png-named.jpg": (encode_image(PIXELS), "PNG data in a .jpg file"),
-    }
 
 
 def main(argv: list[str]) -> int:
@@ -154,7 +94,7 @@ def test_pil_half_readable_truncated_jpeg_is_unusable() -> None:
 
 
 def test_pil_bomb_warning_range_is_reported_not_printed(tmp_path: Path) -> None:
-    _write(tmp_path, {"cat/big.png": _png_header_only(10_000, 10_000), "dog/ok.png": encode_image(PIXELS)})
+    _write(tmp_path, {"cat/big.png": png_header_only(10_000, 10_000), "dog/ok.png": encode_image(PIXELS)})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scan = scan_dataset(tmp_path, progress=False)
@@ -238,9 +178,9 @@ def _valid_images() -> list[tuple[str, bytes]]:
     return [
         (".jpg", encode_image(PIXELS, "JPEG")),
         (".png", encode_image(PIXELS)),
-        (".gif", _animated_gif()),
-        (".bmp", _save(image, "BMP")),
-        (".tif", _save(image, "TIFF")),
+        (".gif", animated_gif()),
+        (".bmp", save_image(image, "BMP")),
+        (".tif", save_image(image, "TIFF")),
     ]
 
 

@@ -127,17 +127,52 @@ def test_resume_without_an_earlier_run_is_a_usage_error(dataset: Path, tmp_path:
         train(tiny_config(dataset, tmp_path, resume=True), progress=False)
 
 
-def test_dataset_with_bad_files_trains_to_completion_and_reports_them(dataset: Path, tmp_path: Path) -> None:
-    import shutil
+def _in_shape_classes(files: dict[str, tuple[bytes, str]]) -> dict[str, bytes]:
+    """The shared builders' cat/ and dog/ files, moved into this dataset's circle/ and square/ folders."""
+    folder = {"cat": "circle", "dog": "square"}
+    return {f"{folder[path.split('/')[0]]}/{path.split('/', 1)[1]}": data for path, (data, _) in files.items()}
 
-    from training.train import train
+
+def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_evaluated(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import Counter
+
+    import training.features as features
+    import training.phases as phases
+    from tests.training.imagefiles import bad_files, odd_files
+    from training.data import scan_dataset
+    from training.train import SPLITS, train
 
     dirty = tmp_path / "dirty"
     shutil.copytree(dataset, dirty)
-    (dirty / "circle" / "empty.jpg").write_bytes(b"")
-    (dirty / "square" / "text.jpg").write_bytes(b"this is not an image")
-    good = next((dirty / "triangle").glob("*.png")).read_bytes()
-    (dirty / "triangle" / "truncated.png").write_bytes(good[: len(good) // 2])
+    bad, odd = _in_shape_classes(bad_files()), _in_shape_classes(odd_files())
+    for rel_path, data in (bad | odd).items():
+        (dirty / rel_path).write_bytes(data)
+    pixel_dataset, extract_features = features.pixel_dataset, features.extract_features
+    fed: list[str] = []  # every file the run hands to the input pipeline (train, val, test)
+    extracted: list[int] = []  # rows of base features phase 1 trains on (train, then val)
+
+    def pixel_spy(records, *args, **kwargs):
+        fed.extend(record.rel_path for record in records)
+        return pixel_dataset(records, *args, **kwargs)
+
+    def extract_spy(*args, **kwargs):
+        result = extract_features(*args, **kwargs)
+        extracted.append(len(result[0]))
+        return result
+
+    monkeypatch.setattr(phases, "pixel_dataset", pixel_spy)
+    monkeypatch.setattr(phases, "extract_features", extract_spy)
+    monkeypatch.setattr(features, "pixel_dataset", pixel_spy)  # evaluate_run imports it from here
     result = train(tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
-    assert sum(result.skipped.values()) == 3
-    assert result.metrics["examples"] > 0
+
+    expected_skips = Counter(reason.split(" (")[0] for _, reason in bad_files().values())
+    assert result.skipped == dict(expected_skips)  # 0-byte, truncated JPEG/PNG, not an image, 2 bombs
+    assert not set(bad) & set(fed), "a skipped file reached the pipeline"
+    assert set(odd) <= set(fed), "every odd file is converted and used"
+    splits = {name: [r.rel_path for r in scan_dataset(dirty, progress=False).split(name)] for name in SPLITS}
+    assert set(odd) & set(splits["train"]), "some odd files must land in the training split"
+    assert extracted[0] == len(splits["train"])  # odd training files are training examples
+    assert result.metrics["examples"] == len(splits["test"])  # and odd test files are evaluated
