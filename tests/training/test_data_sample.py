@@ -93,6 +93,15 @@ def test_cli_refuses_a_foreign_non_empty_folder(tmp_path: Path, capsys) -> None:
     assert "--force" in capsys.readouterr().err
 
 
+def test_cli_out_that_cannot_be_created_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "somefile").write_text("x")  # a file where OUT's parent folder should be
+    assert main(["data", "sample", str(tmp_path / "somefile" / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the sample to" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_a_small_cnn_learns_the_sample_from_scratch(tmp_path: Path) -> None:
     import keras

@@ -115,6 +115,13 @@ def write_sample(out: Path, spec: SampleSpec, *, force: bool = False) -> dict[st
         raise SampleError("--per-class must be at least 1 and --size at least 8")
     if spec.format not in FORMATS:
         raise SampleError(f"--format must be one of {sorted(FORMATS)}")
+    try:
+        return _write_files(out, spec, force)
+    except OSError as exc:  # OUT under a file, unwritable, disk full: one line, not a traceback
+        raise SampleError(f"cannot write the sample to {out}: {exc.strerror or exc}") from None
+
+
+def _write_files(out: Path, spec: SampleSpec, force: bool) -> dict[str, int]:
     _prepare_out(out, force)
     pil_format, suffix = FORMATS[spec.format]
     counts = {}
