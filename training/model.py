@@ -134,6 +134,11 @@ def unfreeze_top(base: Any, fine_tune_from: str, base_name: str) -> int:
     return count
 
 
+def check_fine_tune_from(base: Any, fine_tune_from: str, base_name: str) -> None:
+    """Raise the ConfigError `unfreeze_top` would, without changing the base (so before phase 1 runs)."""
+    _first_unfrozen_index(base.layers, fine_tune_from or DEFAULT_FINE_TUNE_FROM[base_name])
+
+
 def _first_unfrozen_index(layers: list[Any], fine_tune_from: str) -> int:
     if fine_tune_from.isdigit():
         if int(fine_tune_from) == 0:

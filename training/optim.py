@@ -38,21 +38,24 @@ def make_optimizer(config: TrainConfig, learning_rate: Any) -> Any:
     if config.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay or 0.004)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)  # > 0: config.validate
     if config.optimizer == "nadam":
         return keras.optimizers.Nadam(learning_rate, weight_decay=decay)
     return keras.optimizers.Adam(learning_rate, weight_decay=decay)
 
 
-def phase_callbacks(config: TrainConfig, phase_dir: Path, *, has_validation: bool, progress: bool) -> list[Any]:
-    """Checkpoint every epoch (resumable), CSV history, TensorBoard, and the optional plateau/early stopping."""
+def phase_callbacks(
+    config: TrainConfig, phase_dir: Path, *, has_validation: bool, progress: bool, scheduled: bool = True
+) -> list[Any]:
+    """Checkpoint every epoch (resumable), CSV history, TensorBoard, the optional plateau (a `scheduled` phase
+    only) and early stopping."""
     monitor = "val_loss" if has_validation else "loss"
     callbacks: list[Any] = [
         EpochCheckpoint(phase_dir / "checkpoint"),
         keras.callbacks.CSVLogger(str(phase_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(phase_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
-    if config.lr_schedule == "plateau":
+    if scheduled and config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.2, patience=2, verbose=progress))
     if config.early_stopping > 0:
         callbacks.append(

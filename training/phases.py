@@ -68,7 +68,11 @@ def fine_tune(
     *,
     progress: bool,
 ) -> Any:
-    """Phase 2: the top of the base is trainable now, at the (much lower) fine-tuning learning rate."""
+    """Phase 2: the top of the base is trainable now, at the (much lower) fine-tuning learning rate.
+
+    That rate stays constant: `--lr-schedule` shapes phase 1 only. Decaying an already tiny rate (or cutting it
+    on a plateau) would stop the fine-tuning before it starts; early stopping still applies.
+    """
     train_data, val_data = _pixel_splits(classifier, config, splits)
     return _fit(
         classifier.model,
@@ -80,6 +84,7 @@ def fine_tune(
         progress=progress,
         epochs=config.fine_tune_epochs,
         base_rate=config.fine_tune_learning_rate,
+        scheduled=False,
     )
 
 
@@ -115,14 +120,22 @@ def _fit(
     progress: bool,
     epochs: int | None = None,
     base_rate: float | None = None,
+    scheduled: bool = True,
 ) -> Any:
-    """Compile with a fresh optimizer and fit; the checkpoint callback restores an interrupted phase first."""
+    """Compile with a fresh optimizer and fit; the checkpoint callback restores an interrupted phase first.
+
+    `scheduled=False` keeps the rate constant (no --lr-schedule, no plateau callback).
+    """
     epochs = config.epochs if epochs is None else epochs
     steps_per_epoch = int(train_data.cardinality().numpy())
-    rate = learning_rate_for(config, base_rate or config.learning_rate, max(1, steps_per_epoch), epochs)
+    base_rate = base_rate or config.learning_rate
+    rate = learning_rate_for(config, base_rate, max(1, steps_per_epoch), epochs) if scheduled else base_rate
     model.compile(optimizer=make_optimizer(config, rate), loss=LOSS, metrics=["accuracy"])
     phase_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = phase_callbacks(config, phase_dir, has_validation=val_data is not None, progress=progress)
+    has_validation = val_data is not None
+    callbacks = phase_callbacks(
+        config, phase_dir, has_validation=has_validation, progress=progress, scheduled=scheduled
+    )
     return model.fit(
         train_data,
         validation_data=val_data,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from training.config import ConfigError, TrainConfig
-from training.model import Classifier, build_classifier, unfreeze_top
+from training.model import Classifier, build_classifier, check_fine_tune_from, unfreeze_top
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     splits = {name: [r for r in scan.records if r.split == name] for name in SPLITS}
     if not splits["train"]:
         raise ConfigError(f"{config.data}: no usable training images")
-    run_dir = prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.mixed_precision), distribution_scope():
         classifier = build_classifier(config, len(scan.classes))
+        if config.fine_tune_epochs > 0:  # a bad --fine-tune-from fails now, not after phase 1 trained
+            check_fine_tune_from(classifier.base, config.fine_tune_from, config.base)
+        run_dir = prepare_run_dir(config)
         run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
     metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
     return TrainResult(

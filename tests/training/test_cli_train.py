@@ -113,3 +113,33 @@ def test_evaluate_rejects_a_folder_without_versions(tmp_path: Path, capsys: pyte
     (tmp_path / "data").mkdir()
     assert main(["evaluate", str(tmp_path), str(tmp_path / "data")]) == 2
     assert "neither a version directory" in capsys.readouterr().err
+
+
+def test_fine_tune_from_zero_exits_2_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    argv = ["train", str(tmp_path / "data"), "--name", "x", "--fine-tune-epochs", "1", "--fine-tune-from", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fine-tune-from 0 unfreezes nothing" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_unknown_fine_tune_layer_exits_2_before_phase_1_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.phases as phases
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=6, size=36, seed=2))
+    phase_1_runs: list[str] = []
+    monkeypatch.setattr(phases, "fit_head_on_features", lambda *args, **kwargs: phase_1_runs.append("ran"))
+    argv = ["train", str(tmp_path / "data"), "--name", "x", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--models-dir", str(tmp_path / "models"), "--fine-tune-epochs", "1", "--fine-tune-from", "nosuch"]
+    argv += ["--json"]  # no progress bars on stderr: only the error line
+    assert main([*argv, *SMALL_FLAGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fine-tune-from: no layer of the base is named 'nosuch'*" in err
+    assert len(err.splitlines()) == 1
+    assert phase_1_runs == [], "phase 1 must not train when phase 2 cannot start"
+    assert not (tmp_path / "runs").exists(), "no run directory for a run that never started"

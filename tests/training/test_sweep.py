@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,8 +61,7 @@ def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
         {"learning_rate": 0.01},
         {"learning_rate": 0.0001},
     ]
-    accuracies = [run["val_accuracy"] for run in runs]
-    assert accuracies == sorted(accuracies, reverse=True)
+    assert runs == sorted(runs, key=lambda run: (-run["val_accuracy"], run["duration_s"]))  # ranking: see below
     assert output["published_version"] == 1
     assert list_versions(tmp_path / "models" / "swept") == [1]
     published = json.loads((tmp_path / "models" / "swept" / "1" / "assets.extra" / "metadata.json").read_text())
@@ -71,3 +71,29 @@ def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
         rows = list(csv.DictReader(handle))
     assert [row["run"] for row in rows] == [run["run"] for run in runs]
     assert (sweep_dir / "sweep.md").read_text().startswith("| rank | run | val acc")
+
+
+def test_runs_rank_by_validation_accuracy_then_duration_and_unknown_accuracy_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.publish
+    import training.train
+    from training.config import TrainConfig
+    from training.sweep import run_grid
+
+    # run index → (val accuracy, seconds): distinct accuracies out of order, one tie broken by duration, one None
+    outcomes = [(0.5, 1.0), (0.9, 9.0), (None, 0.5), (0.7, 5.0), (0.7, 3.0)]
+    configs = [TrainConfig(learning_rate=0.1 * (index + 1)) for index in range(len(outcomes))]
+
+    def fake_train(config: TrainConfig, *, progress: bool):
+        index = round(config.learning_rate / 0.1) - 1
+        run_dir = Path(config.runs_dir) / f"r{index}"
+        run_dir.mkdir(parents=True)
+        accuracy, seconds = outcomes[index]
+        return SimpleNamespace(val_accuracy=accuracy, metrics={}, duration_s=seconds, run_dir=run_dir)
+
+    monkeypatch.setattr(training.train, "train", fake_train)
+    monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: None)
+    rows = run_grid(configs, tmp_path / "sweep", progress=False)
+    assert [row["run"] for row in rows] == ["run02", "run05", "run04", "run01", "run03"]
+    assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5]

@@ -36,12 +36,43 @@ def test_schedules_decay_over_the_phase_and_constant_does_not() -> None:
         assert last < 0.7 * first, schedule
 
 
-def test_plateau_and_early_stopping_are_callbacks(tmp_path: Path) -> None:
+def test_plateau_and_early_stopping_watch_validation_loss_with_their_patience(tmp_path: Path) -> None:
+    import keras
+
     from training.optim import phase_callbacks
 
     config = TrainConfig(lr_schedule="plateau", early_stopping=3)
-    names = [type(cb).__name__ for cb in phase_callbacks(config, tmp_path, has_validation=True, progress=False)]
+    callbacks = phase_callbacks(config, tmp_path, has_validation=True, progress=False)
+    names = [type(cb).__name__ for cb in callbacks]
     assert names == ["EpochCheckpoint", "CSVLogger", "TensorBoard", "ReduceLROnPlateau", "EarlyStopping"]
+    plateau, stopping = callbacks[3], callbacks[4]
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.patience, plateau.factor) == ("val_loss", 2, pytest.approx(0.2))
+    assert isinstance(stopping, keras.callbacks.EarlyStopping)
+    assert (stopping.monitor, stopping.patience, stopping.restore_best_weights) == ("val_loss", 3, True)
+    without_validation = phase_callbacks(config, tmp_path, has_validation=False, progress=False)
+    assert [cb.monitor for cb in without_validation[3:]] == ["loss", "loss"]
+
+
+def test_fine_tuning_phase_gets_no_plateau_callback(tmp_path: Path) -> None:
+    from training.optim import phase_callbacks
+
+    config = TrainConfig(lr_schedule="plateau", early_stopping=3)
+    names = [
+        type(cb).__name__
+        for cb in phase_callbacks(config, tmp_path, has_validation=True, progress=False, scheduled=False)
+    ]
+    assert names == ["EpochCheckpoint", "CSVLogger", "TensorBoard", "EarlyStopping"]
+
+
+def test_adamw_uses_the_given_weight_decay_and_refuses_none() -> None:
+    from training.config import ConfigError, build_config
+    from training.optim import make_optimizer
+
+    assert make_optimizer(TrainConfig(optimizer="adamw", weight_decay=0.01), 0.1).weight_decay == pytest.approx(0.01)
+    with pytest.raises(ConfigError, match="adamw needs --weight-decay > 0"):
+        build_config({"optimizer": "adamw"}, {"weight_decay": 0.0})
+    assert build_config({"optimizer": "adam"}, {"weight_decay": 0.0}).weight_decay == 0.0
 
 
 def test_auto_class_weights_balance_an_imbalanced_split() -> None:
@@ -83,3 +114,56 @@ def test_augmented_mixed_precision_run_trains_end_to_end(tmp_path: Path) -> None
     probabilities = result.classifier.model(np.zeros((1, 32, 32, 3), "float32"), training=False)
     assert np.isclose(float(np.sum(probabilities)), 1.0, atol=1e-3)
     assert len((result.run_dir / "phase1" / "history.csv").read_text().splitlines()) == 3  # header + 2 epochs
+
+
+def _shapes(root: Path, *, per_class: int, drop_from_last: int = 0) -> Path:
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(root, SampleSpec(classes=2, per_class=per_class, size=36, seed=6))
+    for path in sorted((root / "square").glob("*.png"))[:drop_from_last]:
+        path.unlink()
+    return root
+
+
+def _small(data: Path, runs: Path, **changes: object) -> TrainConfig:
+    values: dict[str, object] = dict(
+        data=str(data), name="opt", weights="none", image_size=32, batch_size=8, epochs=1, dense_units=8
+    )
+    values.update(runs_dir=str(runs), **changes)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_auto_class_weights_of_imbalanced_data_reach_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from training.data import scan_dataset
+    from training.train import class_weights_for, train
+
+    data = _shapes(tmp_path / "data", per_class=20, drop_from_last=14)  # 20 circles, 6 squares
+    passed: list[object] = []
+    fit = keras.Model.fit
+
+    def fit_spy(self, *args, **kwargs):
+        passed.append(kwargs.get("class_weight"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit_spy)
+    train(_small(data, tmp_path / "runs", class_weights="auto"), progress=False)
+    expected = class_weights_for(scan_dataset(data, progress=False).split("train"), 2, "auto")
+    assert expected is not None
+    assert expected[1] >= 2 * expected[0], "the data must be clearly imbalanced"
+    assert passed == [expected]
+
+
+@pytest.mark.slow
+def test_lr_schedule_shapes_phase_1_and_fine_tuning_keeps_its_constant_rate(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _shapes(tmp_path / "data", per_class=8)
+    config = _small(data, tmp_path / "runs", lr_schedule="cosine", fine_tune_epochs=1, fine_tune_learning_rate=1e-4)
+    result = train(config, progress=False)
+    head_rate = float(result.classifier.head.optimizer.learning_rate)  # phase 1 compiled the head
+    fine_tune_rate = float(result.classifier.model.optimizer.learning_rate)  # phase 2 compiled the whole model
+    assert head_rate < 0.5 * config.learning_rate, "cosine decayed phase 1's rate"
+    assert fine_tune_rate == pytest.approx(1e-4), "phase 2 ran at the constant --fine-tune-learning-rate"
