@@ -87,7 +87,7 @@ HELP: dict[str, str] = {
     "momentum": "momentum of sgd and rmsprop",
     "nesterov": "Nesterov momentum (sgd)",
     "lr_schedule": "learning-rate schedule of phase 1 (phase 2 runs at the constant --fine-tune-learning-rate)",
-    "weight_decay": "decoupled weight decay of the optimizer (adamw needs > 0, e.g. 0.004)",
+    "weight_decay": "decoupled weight decay of the optimizer; 0 = none (adamw: 0 means AdamW's default 0.004)",
     "l2": "L2 penalty on the head's dense kernels",
     "dropout": "dropout rate before the output layer",
     "dense_units": "units of the hidden dense layer; 0 = none",
@@ -229,8 +229,6 @@ def validate(config: TrainConfig) -> None:
     for key in ("weight_decay", "l2", "momentum"):
         if getattr(config, key) < 0:
             raise ConfigError(f"{flag_name(key)} must be >= 0")
-    if config.optimizer == "adamw" and config.weight_decay == 0:
-        raise ConfigError("--optimizer adamw needs --weight-decay > 0 (AdamW's usual 0.004); without decay use adam")
     if config.fine_tune_epochs > 0 and config.fine_tune_from.isdigit() and int(config.fine_tune_from) == 0:
         raise ConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
 

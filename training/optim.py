@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,9 @@ import keras
 
 from training.callbacks import EpochCheckpoint
 from training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+ADAMW_DEFAULT_WEIGHT_DECAY = 0.004  # keras.optimizers.AdamW's own default
 
 
 def learning_rate_for(config: TrainConfig, base_rate: float, steps_per_epoch: int, epochs: int) -> Any:
@@ -38,7 +42,10 @@ def make_optimizer(config: TrainConfig, learning_rate: Any) -> Any:
     if config.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate, momentum=config.momentum, weight_decay=decay)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay)  # > 0: config.validate
+        # AdamW without decay is Adam: an unset (0) --weight-decay means AdamW's own default, said in the log.
+        if not decay:
+            logger.info("adamw: --weight-decay not set, using AdamW's default %s", ADAMW_DEFAULT_WEIGHT_DECAY)
+        return keras.optimizers.AdamW(learning_rate, weight_decay=decay or ADAMW_DEFAULT_WEIGHT_DECAY)
     if config.optimizer == "nadam":
         return keras.optimizers.Nadam(learning_rate, weight_decay=decay)
     return keras.optimizers.Adam(learning_rate, weight_decay=decay)

@@ -65,14 +65,16 @@ def test_fine_tuning_phase_gets_no_plateau_callback(tmp_path: Path) -> None:
     assert names == ["EpochCheckpoint", "CSVLogger", "TensorBoard", "EarlyStopping"]
 
 
-def test_adamw_uses_the_given_weight_decay_and_refuses_none() -> None:
-    from training.config import ConfigError, build_config
-    from training.optim import make_optimizer
+def test_adamw_uses_the_given_weight_decay_or_its_own_default_when_unset(caplog) -> None:
+    from training.config import build_config
+    from training.optim import ADAMW_DEFAULT_WEIGHT_DECAY, make_optimizer
 
     assert make_optimizer(TrainConfig(optimizer="adamw", weight_decay=0.01), 0.1).weight_decay == pytest.approx(0.01)
-    with pytest.raises(ConfigError, match="adamw needs --weight-decay > 0"):
-        build_config({"optimizer": "adamw"}, {"weight_decay": 0.0})
-    assert build_config({"optimizer": "adam"}, {"weight_decay": 0.0}).weight_decay == 0.0
+    with caplog.at_level("INFO", logger="training.optim"):
+        unset = make_optimizer(build_config({"optimizer": "adamw"}, {}), 0.1)
+    assert unset.weight_decay == pytest.approx(ADAMW_DEFAULT_WEIGHT_DECAY)
+    assert "using AdamW's default" in caplog.text
+    assert make_optimizer(TrainConfig(optimizer="adam", weight_decay=0.0), 0.1).weight_decay is None
 
 
 def test_auto_class_weights_balance_an_imbalanced_split() -> None:
