@@ -9,10 +9,8 @@ split keeps every old test image in that split as data is added, so stable never
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -110,67 +108,14 @@ def retrain_config(args: argparse.Namespace, baseline: Baseline) -> Any:
     return build_config(values, overrides, source=str(args.config or "stable's config + flags"))
 
 
-def restore_weights(model: Any, version_dir: Path) -> None:
-    """Load a version's variables into a model of the same architecture (the exported module's `model`)."""
-    import tensorflow as tf
-
-    status = tf.train.Checkpoint(model=model).read(str(version_dir / "variables" / "variables"))
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as exc:
-        raise CommandError(f"cannot warm-start from {version_dir}: architecture differs ({exc})") from None
-    status.expect_partial()
-
-
 def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any, bool]:
-    """training.train.train, with stable's weights restored before the phases; returns (TrainResult, scan, warm)."""
-    import keras
+    """training.train.train from stable's weights (same classes only); returns (TrainResult, scan, warm)."""
+    from training.train import train
+    from training.warmstart import WarmStart
 
-    from training.model import build_classifier
-    from training.train import (
-        SPLITS,
-        TrainResult,
-        distribution_scope,
-        evaluate_run,
-        precision_policy,
-        prepare_run_dir,
-        run_phases,
-        scan_data,
-        skipped_by_reason,
-    )
-
-    started = time.monotonic()
-    scan = scan_data(config, progress=False)
-    splits = {name: [record for record in scan.records if record.split == name] for name in SPLITS}
-    if not splits["train"]:
-        raise CommandError(f"{config.data}: no usable training images")
-    warm = baseline.version_dir is not None and baseline.classes == list(scan.classes)
-    if warm:
-        config = dataclasses.replace(config, weights="none")  # stable's weights replace the base's anyway
-    elif baseline.version_dir is not None:
-        logger.warning("classes changed (%s -> %s): no warm start", baseline.classes, scan.classes)
-    run_dir = prepare_run_dir(config)
-    keras.utils.set_random_seed(config.seed)
-    with precision_policy(config.mixed_precision), distribution_scope():
-        classifier = build_classifier(config, len(scan.classes))
-        if warm and baseline.version_dir is not None:
-            restore_weights(classifier.model, baseline.version_dir)
-            logger.info("warm start from %s", baseline.version_dir)
-        run_phases(classifier, config, splits, scan.classes, run_dir, progress=False)
-    metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
-    result = TrainResult(
-        config=config,
-        classes=list(scan.classes),
-        classifier=classifier,
-        metrics=metrics,
-        val_accuracy=val_accuracy,
-        run_dir=run_dir,
-        data_fingerprint=scan.fingerprint,
-        test_paths=[Path(record.path) for record in splits["test"] if not record.needs_conversion],
-        skipped=skipped_by_reason(scan),
-        duration_s=time.monotonic() - started,
-    )
-    return result, scan, warm
+    warm_start = None if baseline.version_dir is None else WarmStart(baseline.version_dir, list(baseline.classes))
+    result = train(config, progress=False, warm_start=warm_start)
+    return result, result.scan, result.warm_started
 
 
 def evaluate_on_holdout(version_dir: Path, scan: Any, *, batch_size: int = 32) -> Metrics:

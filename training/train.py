@@ -8,6 +8,7 @@ Each phase checkpoints every epoch into the run directory, which is what `--resu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -21,6 +22,7 @@ import numpy as np
 
 from training.config import ConfigError, TrainConfig
 from training.model import Classifier, build_classifier, check_fine_tune_from, unfreeze_top
+from training.warmstart import WarmStart, restore_weights
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +43,15 @@ class TrainResult:
     test_paths: list[Path]
     skipped: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    scan: Any = None  # the DatasetScan the run used (its split is the holdout retrain compares on)
+    warm_started: bool = False
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Run both phases and evaluate on the test split; publishing is the caller's choice."""
+def train(config: TrainConfig, *, progress: bool = True, warm_start: WarmStart | None = None) -> TrainResult:
+    """Run both phases and evaluate on the test split; publishing is the caller's choice.
+
+    With `warm_start` (and the same classes) the model starts from that version's weights instead of the base's.
+    """
     import keras
 
     started = time.monotonic()
@@ -52,12 +59,20 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     splits = {name: [r for r in scan.records if r.split == name] for name in SPLITS}
     if not splits["train"]:
         raise ConfigError(f"{config.data}: no usable training images")
+    warm = warm_start is not None and warm_start.classes == list(scan.classes)
+    if warm:
+        config = dataclasses.replace(config, weights="none")  # the version's weights replace the base's anyway
+    elif warm_start is not None:
+        logger.warning("classes changed (%s -> %s): no warm start", warm_start.classes, scan.classes)
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.mixed_precision), distribution_scope():
         classifier = build_classifier(config, len(scan.classes))
         if config.fine_tune_epochs > 0:  # a bad --fine-tune-from fails now, not after phase 1 trained
             check_fine_tune_from(classifier.base, config.fine_tune_from, config.base)
         run_dir = prepare_run_dir(config)
+        if warm and warm_start is not None:
+            restore_weights(classifier.model, warm_start.version_dir)
+            logger.info("warm start from %s", warm_start.version_dir)
         run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
     metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
     return TrainResult(
@@ -71,6 +86,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         test_paths=[Path(r.path) for r in splits["test"] if not r.needs_conversion],
         skipped=skipped_by_reason(scan),
         duration_s=time.monotonic() - started,
+        scan=scan,
+        warm_started=warm,
     )
 
 

@@ -96,7 +96,7 @@ def test_retraining_after_adding_images_keeps_every_old_test_image_in_the_test_s
 
 def test_warm_start_restores_the_stable_versions_weights(stable_repo: tuple[Path, object]) -> None:
     from training.model import build_classifier
-    from training.retrain import restore_weights
+    from training.warmstart import restore_weights
 
     models_dir, result = stable_repo
     fresh = build_classifier(result.config, 3)
