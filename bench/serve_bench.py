@@ -206,9 +206,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     server = ModelServerProcess(models_dir, free_port(), workdir / "model-server.log")
     server.start()
     try:
-        # No default label: the bench repository has no models.config, so probing `stable` would only add noise.
+        # The default configuration (default_label=stable, absent here): one probe per 5 s, not one per image.
         env = {"TLSERVE_DEFAULT_MODEL": args.model, "TLSERVE_MAX_BATCH_SIZE": str(args.max_batch_size)}
-        env["TLSERVE_DEFAULT_LABEL"] = ""
         env |= {"TLSERVE_BATCH_WAIT_TIMEOUT_S": str(args.batch_wait_timeout_s)}
         with (
             running_serve(upstream=server.target, env=env, log_path=workdir / "on.log") as gateway_on,

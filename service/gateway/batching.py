@@ -144,7 +144,6 @@ class MicroBatcher(Generic[Row]):
         for item in live:
             self._metrics.batch_wait.observe(now - item.enqueued_at)
         images = [image for item in live for image in item.images]
-        self._metrics.batch_size.observe(len(images))
         try:
             rows = await self._predict(key, images, timeout_s)
         except BadRequest as error:
@@ -160,6 +159,9 @@ class MicroBatcher(Generic[Row]):
             logger.exception("batch of %d images failed", len(images))
             _fail(live, BackendFailed(f"batch failed: {exc!r}"))
         else:
+            # Only answered batches count: a failed call (a label probe, a batch split to find a bad image)
+            # would otherwise show its images twice in tlserve_batch_size.
+            self._metrics.batch_size.observe(len(images))
             _resolve(live, rows)
 
 

@@ -32,6 +32,7 @@ from service.errors import (
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
+from service.gateway.routing import LabelRouter
 from service.gateway.settings import Settings
 from service.gateway.targets import Classification, ImagePrediction, LabelScore, ModelTarget
 from service.gateway.tensors import UnsupportedDtype, numpy_dtype, string_tensor, to_array
@@ -41,8 +42,6 @@ from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATU
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-MISSING_LABEL_RECHECK_S = 5.0  # a label the gateway routes to but the model lacks is probed again after this
-MAX_MISSING_LABELS = 1024  # clients name models, so the memory of missing labels must stay bounded
 
 
 @dataclass(frozen=True)
@@ -61,11 +60,9 @@ class GatewayCore:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
-        self._rng = rng
         # (model, label) → version last seen answering, for tlserve_model_info.
         self._label_versions: dict[tuple[str, str], str] = {}
-        # (model, label) → monotonic time at which to probe again a routed label the model did not have.
-        self._missing_label_until: dict[tuple[str, str], float] = {}
+        self._router = LabelRouter(settings, rng)
         self._batcher: MicroBatcher[_Row] = MicroBatcher(
             self._predict_rows,
             max_batch_size=settings.max_batch_size,
@@ -86,49 +83,13 @@ class GatewayCore:
         raise Unauthenticated("a valid API key is required (header X-API-Key or Authorization: Bearer)")
 
     def routes(self, target: ModelTarget) -> list[ModelTarget]:
-        """Where to send a request, in order of preference; each entry but the last falls back to the next.
-
-        A pinned request goes only where it asked. An unpinned one goes to the canary label (its share), else to
-        `default_label`, and last to the server's latest version (the client asked for no particular version, so
-        that is no substitution). Labels the model lacked recently are skipped (one probe per interval).
-        """
-        if target.pinned:
-            return [target]
-        labels: list[str] = []
-        share = self.settings.canary_share
-        if share > 0 and self._rng.random() < share:
-            labels.append(self.settings.canary_label)
-        if self.settings.default_label:
-            labels.append(self.settings.default_label)
-        now = time.monotonic()
-        routed = [
-            ModelTarget(target.name, label=label, routed=True)
-            for label in dict.fromkeys(labels)
-            if now >= self._missing_label_until.get((target.name, label), 0.0)
-        ]
-        return [*routed, target]
+        """Where to send a request, in order of preference (see `LabelRouter.routes`)."""
+        return self._router.routes(target)
 
     async def _first_answer(
         self, targets: list[ModelTarget], call: Callable[[ModelTarget], Awaitable[Result]]
     ) -> Result:
-        """`call` on each target until one is found; a routed label the model lacks is skipped for a while."""
-        *preferred, last = targets
-        for target in preferred:
-            try:
-                return await call(target)
-            except NotFound:
-                self._remember_missing(target)
-        return await call(last)
-
-    def _remember_missing(self, target: ModelTarget) -> None:
-        """Skip this routed label for a while; when too many are remembered, forget expired ones (or this one)."""
-        now = time.monotonic()
-        missing = self._missing_label_until
-        if len(missing) >= MAX_MISSING_LABELS:
-            for key in [key for key, until in missing.items() if until <= now]:
-                del missing[key]
-        if len(missing) < MAX_MISSING_LABELS:
-            missing[(target.name, target.label or "")] = now + MISSING_LABEL_RECHECK_S
+        return await self._router.first_answer(targets, call)
 
     async def classify(
         self,

@@ -20,13 +20,12 @@ from tests.support.gateway import LOOPBACK, ServeProcess, free_port, running_ser
 MODEL_NAME = "demo"
 TF_SERVING_BINARY = "tensorflow_model_server"
 # A wide batching window so concurrent test clients reliably share batches; short deadlines keep outage tests quick.
-# No default label: these repositories have no models.config, and a probe of `stable` before falling back to the
-# latest version would send every image upstream twice (label routing is tests/e2e/test_promotion.py's subject).
+# The default label stays at its default (`stable`), absent from these repositories like after `tlserve train`:
+# the gateway probes it once per interval (single flight) and the conformance tests run on the default config.
 GATEWAY_ENV = {
     "TLSERVE_BATCHING_ENABLED": "true",
     "TLSERVE_BATCH_WAIT_TIMEOUT_S": "0.02",
     "TLSERVE_REQUEST_TIMEOUT_S": "5",
-    "TLSERVE_DEFAULT_LABEL": "",
 }
 
 UPSTREAMS = [

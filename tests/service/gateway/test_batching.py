@@ -56,6 +56,26 @@ def test_32_concurrent_callers_form_batches_and_get_their_own_answers():
     assert samples["tlserve_batch_size_sum[]"] == 32
 
 
+def test_a_burst_without_the_default_label_probes_it_once_and_sends_each_image_once_more_at_most():
+    # What `tlserve train` and `make demo` produce before the first promote: no `stable` label, default settings.
+    upstream = FakeModelServer(models={"demo": {1: None}}, delay_s=0.01)
+    app = create_app(make_settings(batch_wait_timeout_s=0.0), backend=upstream)
+    assert app.state.settings.default_label == "stable"
+    images = random_images(32, seed=6)
+    responses, metrics = asyncio.run(post_concurrently(app, images))
+    assert [response.status_code for response in responses] == [200] * 32
+    assert [r.json()["predictions"][0]["label"] for r in responses] == [image_label(image) for image in images]
+    sent = [
+        (request.model_spec.version_label, len(request.inputs["image_bytes"].string_val))
+        for request in upstream.predict_requests
+    ]
+    assert [size for label, size in sent if label == "stable"] == [1]  # one probe, one image
+    assert sum(size for label, size in sent if label == "") == 32
+    samples = metric_samples(metrics, "tlserve_batch_size")
+    assert samples["tlserve_batch_size_sum[]"] == 32  # the failed probe is not a batch
+    assert samples["tlserve_batch_size_count[]"] == len([label for label, _ in sent if label == ""])
+
+
 def test_batching_off_sends_one_upstream_call_per_request():
     upstream = FakeModelServer()
     app = create_app(make_settings(batching_enabled=False), backend=upstream)
@@ -66,7 +86,9 @@ def test_batching_off_sends_one_upstream_call_per_request():
 
 def test_bad_image_in_a_merged_batch_fails_only_its_caller():
     upstream = FakeModelServer()
-    app = create_app(make_settings(max_batch_size=32, batch_wait_timeout_s=0.05), backend=upstream)
+    # No label routing here (its first-request probe would leave alone): all eight requests merge into one call.
+    settings = make_settings(max_batch_size=32, batch_wait_timeout_s=0.05, default_label="")
+    app = create_app(settings, backend=upstream)
     images = random_images(7, seed=3)
     bodies = [*images[:3], truncated_png(), *images[3:]]
     responses, _ = asyncio.run(post_concurrently(app, bodies))

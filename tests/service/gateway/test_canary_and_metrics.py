@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from service.gateway import core
+from service.gateway import routing
 from tests.conftest import random_images
 from tests.service.gateway.fakes import FakeModelServer, rpc_error
 from tests.service.gateway.test_wire import fake_and_gateway, tf_serving_request
@@ -108,7 +108,7 @@ def test_without_the_default_label_unpinned_requests_get_the_latest_after_one_pr
 
 
 def test_a_missing_default_label_is_probed_again_after_the_interval(make_client, fake_upstream, monkeypatch):
-    monkeypatch.setattr(core, "MISSING_LABEL_RECHECK_S", 0.0)
+    monkeypatch.setattr(routing, "MISSING_LABEL_RECHECK_S", 0.0)
     fake_upstream.models["demo"] = {1: None, 2: None}
     client = make_client()
     assert predict(client).status_code == 200
