@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import grpc
 import grpc.aio
@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.errors import DeadlineExceeded, grpc_abort_on_error
+from service.errors import BadRequest, DeadlineExceeded, grpc_abort_on_error
 from service.gateway.core import GatewayCore
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,61 @@ def observed(route: str) -> Callable[[Method], Method]:
     return decorate
 
 
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What the tolerant deserializer hands the servicer for bytes that are not the expected message."""
+
+    reason: str
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: grpc.aio would answer a parse failure with UNKNOWN."""
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # protobuf's DecodeError (bad bytes, nesting past its depth limit) and kin
+            return MalformedRequest(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+if TYPE_CHECKING:
+    GenericHandler: TypeAlias = grpc.GenericRpcHandler[Any, Any]
+else:  # the runtime class is not subscriptable
+    GenericHandler = grpc.GenericRpcHandler
+
+
+class _TolerantHandlers(GenericHandler):
+    """Wraps a generated service's handlers so that malformed request bytes reach the servicer (→ 400)."""
+
+    def __init__(self, inner: GenericHandler) -> None:
+        self._inner = inner
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler: Any = self._inner.service(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+
+
+@dataclass
+class _TolerantServer:
+    """What the generated `add_*Servicer_to_server` functions see instead of the server."""
+
+    server: grpc.aio.Server
+
+    def add_generic_rpc_handlers(self, handlers: tuple[GenericHandler, ...]) -> None:
+        self.server.add_generic_rpc_handlers(tuple(_TolerantHandlers(handler) for handler in handlers))
+
+
+def parsed(request: Any) -> Any:
+    """The request message, or INVALID_ARGUMENT when its bytes did not parse."""
+    if isinstance(request, MalformedRequest):
+        raise BadRequest(f"the request is not a valid protocol buffer: {request.reason}")
+    return request
+
+
 @dataclass
 class _Servicer:
     core: GatewayCore
@@ -88,12 +143,14 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
     @observed("Predict")
     @grpc_abort_on_error
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
-        return await self.core.predict(request, self.admit(context))
+        timeout_s = self.admit(context)
+        return await self.core.predict(parsed(request), timeout_s)
 
     @observed("GetModelMetadata")
     @grpc_abort_on_error
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
-        return await self.core.model_metadata(request, self.admit(context))
+        timeout_s = self.admit(context)
+        return await self.core.model_metadata(parsed(request), timeout_s)
 
 
 class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -102,7 +159,8 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):  # 
     @observed("GetModelStatus")
     @grpc_abort_on_error
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
-        return await self.core.model_status(request, self.admit(context))
+        timeout_s = self.admit(context)
+        return await self.core.model_status(parsed(request), timeout_s)
 
 
 @dataclass
@@ -128,8 +186,10 @@ async def start_grpc_server(core: GatewayCore, host: str, port: int) -> GrpcGate
         ("grpc.max_send_message_length", settings.upstream_max_message_bytes),
     ]
     server = grpc.aio.server(options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), server)
+    # Malformed request bytes must be INVALID_ARGUMENT, never grpc.aio's UNKNOWN: see _TolerantHandlers.
+    tolerant = _TolerantServer(server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core), tolerant)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(core), tolerant)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service_names = (PREDICTION_SERVICE, MODEL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)

@@ -170,6 +170,41 @@ def test_grpc_predict_with_negative_or_inconsistent_dims_is_invalid_argument(req
     assert fake.predict_requests == []
 
 
+def _deeply_nested_predict_request(depth: int = 200) -> bytes:
+    """PredictRequest bytes whose input nests TensorProto.variant_val past protobuf's parse depth limit."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    def field(tag: bytes, payload: bytes) -> bytes:
+        return tag + _VarintBytes(len(payload)) + payload
+
+    tensor = b""
+    for _ in range(depth):  # TensorProto{dtype: DT_VARIANT, variant_val: [{type_name: "x", tensors: [tensor]}]}
+        tensor = b"\x08\x15" + field(b"\x7a", field(b"\x0a", b"x") + field(b"\x1a", tensor))
+    return field(b"\x0a", field(b"\x0a", b"demo")) + field(b"\x12", field(b"\x0a", b"a") + field(b"\x12", tensor))
+
+
+@pytest.mark.parametrize(
+    ("method", "raw"),
+    [
+        ("/tensorflow.serving.PredictionService/Predict", b"\xff\xff\xff"),
+        ("/tensorflow.serving.PredictionService/Predict", _deeply_nested_predict_request()),
+        ("/tensorflow.serving.PredictionService/GetModelMetadata", b"\xff\xff\xff"),
+        ("/tensorflow.serving.ModelService/GetModelStatus", b"\xff\xff\xff"),
+    ],
+)
+def test_grpc_request_bytes_that_do_not_parse_are_invalid_argument(method, raw):
+    async def scenario():
+        async with fake_and_gateway() as (_, channel, fake, _servicer):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(method)(raw, timeout=10)
+            return caught.value, fake
+
+    error, fake = asyncio.run(scenario())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protocol buffer" in error.details()
+    assert fake.predict_requests == []
+
+
 def test_grpc_requires_the_api_key_when_configured():
     async def scenario():
         async with fake_and_gateway(api_keys=("k1",)) as (_, channel, _fake, _servicer):
