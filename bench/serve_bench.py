@@ -208,7 +208,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         # The default configuration (default_label=stable, absent here): one probe per 5 s, not one per image.
         env = {"TLSERVE_DEFAULT_MODEL": args.model, "TLSERVE_MAX_BATCH_SIZE": str(args.max_batch_size)}
-        env |= {"TLSERVE_BATCH_WAIT_TIMEOUT_S": str(args.batch_wait_timeout_s)}
+        if args.batch_wait_timeout_s is not None:
+            env |= {"TLSERVE_BATCH_WAIT_TIMEOUT_S": str(args.batch_wait_timeout_s)}
         with (
             running_serve(upstream=server.target, env=env, log_path=workdir / "on.log") as gateway_on,
             running_serve(
@@ -236,6 +237,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             interleaved_latencies(calls, 10)  # warm up every path
             latencies = interleaved_latencies(calls, args.latency_requests)
             results["p50_ms"] = {name: 1000 * statistics.median(values) for name, values in latencies.items()}
+            results["gateway_overhead_batching_off"] = (
+                results["p50_ms"]["gateway_batching_off"] / results["p50_ms"]["direct_grpc"]
+            )
 
             print("concurrent throughput, interleaved with the raw model ...", file=sys.stderr)
             before = http_on.get("/metrics").text
@@ -260,7 +264,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     on, off, raw = rounds["batching_on"], rounds["batching_off"], rounds["raw_best_batch"]
     wire = results["bytes"]["224px"]
     return {
-        "gateway_overhead": min(p50["gateway_batching_on"], p50["gateway_batching_off"]) / p50["direct_grpc"],
+        # The gateway as deployed (micro-batching on, the default); the batching-off ratio is in the raw JSON.
+        "gateway_overhead": p50["gateway_batching_on"] / p50["direct_grpc"],
         "batching_gain": statistics.median(a / b for a, b in zip(on, off, strict=True)),
         "efficiency": statistics.median(max(a, b) / c for a, b, c in zip(on, off, raw, strict=True)),
         "bytes_ratio": wire["tf_serving_float_json"] / wire["tlserve_multipart"],
@@ -289,7 +294,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5, help="alternations of batching on / off / raw model")
     parser.add_argument("--max-batch-size", type=int, default=32, help="gateway micro-batching, batching-on run")
-    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.002)
+    parser.add_argument("--batch-wait-timeout-s", type=float, default=None, help="default: the gateway's own")
     parser.add_argument("--out", type=Path, default=None, help="also write the raw numbers here (JSON)")
     return parser.parse_args(argv)
 
