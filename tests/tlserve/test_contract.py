@@ -1,0 +1,28 @@
+"""The neutral contract: version scanning as TF Serving's poller sees it, label and top-k rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tlserve import contract
+
+
+def test_only_canonical_integer_directories_are_versions(tmp_path: Path) -> None:
+    for name in ("1", "2", "10", "0012", "v3", ".staging-abc", "7.tmp"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "11").write_text("a file, not a version directory")
+    assert contract.list_versions(tmp_path) == [1, 2, 10]
+
+
+def test_a_missing_model_directory_has_no_versions(tmp_path: Path) -> None:
+    assert contract.list_versions(tmp_path / "absent") == []
+
+
+def test_top_k_is_every_class_up_to_five() -> None:
+    assert [contract.top_k_for(n) for n in (1, 3, 5, 8)] == [1, 3, 5, 5]
+
+
+def test_labels_follow_tf_servings_pattern() -> None:
+    assert contract.LABEL_PATTERN.match("stable_2")
+    assert not contract.LABEL_PATTERN.match("canary-1")
+    assert not contract.LABEL_PATTERN.match("")
