@@ -29,8 +29,10 @@ WARMUP_FILE: Final = Path("assets.extra") / "tf_serving_warmup_requests"
 MODELS_CONFIG_FILE: Final = "models.config"
 AUDIT_LOG_FILE: Final = "audit.jsonl"
 
-# Encoded formats the serving_default signature decodes (tf.io.decode_image).
-SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP", "GIF"})
+# Encoded formats the serving_default signature decodes (tf.io.decode_image); training and the gateway accept these.
+SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
+# More pixels than this in one image is treated as a decompression bomb, in training data and in requests alike.
+MAX_IMAGE_PIXELS: Final = 40_000_000
 
 # TF Serving accepts version labels matching this (g3doc/serving_config.md); so do we.
 LABEL_PATTERN: Final = re.compile(r"^[a-zA-Z0-9_]+$")

@@ -55,7 +55,7 @@ class PredictAnswer(BaseModel):
 
 
 class B64Image(BaseModel):
-    b64: str = Field(description="standard base64 of an encoded JPEG/PNG/BMP/GIF image")
+    b64: str = Field(description="standard base64 of an encoded JPEG/PNG/BMP/GIF/WebP image")
 
 
 class PredictJson(BaseModel):

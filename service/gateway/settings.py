@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tlserve.contract import MAX_IMAGE_PIXELS
+
 MIB = 1024 * 1024
 
 
@@ -29,7 +31,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(32 * MIB, gt=0)
     max_images_per_request: int = Field(64, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0, description="per image; more is a decompression bomb (413)")
+    max_image_pixels: int = Field(MAX_IMAGE_PIXELS, gt=0, description="per image; more is a decompression bomb (413)")
     default_top_k: int = Field(3, gt=0, le=5)
 
     batching_enabled: bool = True

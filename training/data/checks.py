@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from tlserve import contract
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = contract.MAX_IMAGE_PIXELS
 # Formats `tf.io.decode_image` reads (TF 2.21); a file in another format that PIL reads is converted.
-TF_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF", "WEBP"})
+TF_FORMATS = contract.SUPPORTED_FORMATS
 _EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".bmp": "BMP"}
 _ODD_MODES = {
     "CMYK": "CMYK",

@@ -20,7 +20,7 @@ from tests.service.gateway.test_wire import http_client, running_gateway, tf_ser
 from tests.support.modelserver import running_model_server, wait_until_available
 
 pytestmark = pytest.mark.slow
-IMAGES = random_images(4, seed=42) + random_images(2, seed=43, fmt="JPEG")
+IMAGES = random_images(4, seed=42) + random_images(2, seed=43, fmt="JPEG") + random_images(1, seed=44, fmt="WEBP")
 
 
 @pytest.fixture(scope="module")
