@@ -1,6 +1,7 @@
 """The exported-model contract shared by training/ (which writes it) and service/ (which serves it).
 
-Names here are part of the on-disk and wire format (see DESIGN.md); changing one breaks served models.
+Names here are part of the on-disk and wire format (models/README.md, docs/gateway.md); changing one
+breaks served models.
 This module is deliberately free of TensorFlow so the gateway can import it cheaply.
 """
 

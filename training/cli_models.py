@@ -45,8 +45,8 @@ def add_server(parser: argparse.ArgumentParser, *, offline: bool = True) -> None
         type=Path,
         help="the repository's path as the server sees it, when it mounts models/ elsewhere (e.g. /models)",
     )
-    parser.add_argument("--load-timeout", type=float, default=120.0, help="seconds to wait for AVAILABLE")
-    parser.add_argument("--drain", type=float, default=1.0, help="seconds before unloading the old version")
+    parser.add_argument("--load-timeout", type=float, default=120.0, help="seconds to wait for AVAILABLE (default 120)")
+    parser.add_argument("--drain", type=float, default=1.0, help="seconds before unloading the old version (default 1)")
 
 
 def _register_models(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -72,9 +72,14 @@ def _register_promote(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser("promote", help="point a label at a version, safely (two-step move)")
     parser.add_argument("name")
     parser.add_argument("version", type=int)
-    parser.add_argument("--label", default="stable")
+    parser.add_argument("--label", default="stable", help="the label to move (default stable)")
     parser.add_argument("--reason", default="", help="recorded in the audit log")
-    parser.add_argument("--keep", type=int, default=0, help="afterwards delete unlabelled versions beyond the newest N")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        help="afterwards delete unlabelled versions beyond the newest N (default 0: keep all)",
+    )
     add_models_dir(parser)
     add_server(parser)
     parser.set_defaults(handler=_promote)
@@ -83,7 +88,7 @@ def _register_promote(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _register_rollback(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser("rollback", help="put the previous stable version back (from the audit log)")
     parser.add_argument("name")
-    parser.add_argument("--label", default="stable")
+    parser.add_argument("--label", default="stable", help="the label to move (default stable)")
     parser.add_argument("--reason", default="", help="recorded in the audit log")
     add_models_dir(parser)
     add_server(parser)

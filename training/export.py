@@ -1,4 +1,4 @@
-"""Export a trained Keras classifier as one TF Serving version (see DESIGN.md, "Model repository").
+"""Export a trained Keras classifier as one TF Serving version (TF Serving's layout, see models/README.md).
 
 The SavedModel carries its own decode → resize → preprocess, so a client sends encoded image bytes and
 serving cannot disagree with training. Written with `tf.saved_model.save` around explicit signatures:

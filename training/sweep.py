@@ -72,7 +72,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(json.dumps({"runs": rows, "sweep_dir": str(sweep_dir), "published_version": published}, indent=2))
     else:
         print(markdown_table(rows))
-        print(f"sweep results: {sweep_dir}/sweep.md, sweep.csv")
+        print(f"sweep results: {sweep_dir}/sweep.md, sweep.csv, sweep.json")
         if published is not None:
             print(f"published {first.name} version {published} (run {rows[0]['run']})")
     return EXIT_OK

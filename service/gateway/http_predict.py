@@ -110,8 +110,8 @@ REQUEST_BODY = {
     "/predict",
     summary="Classify one or more images",
     description='Send images as multipart `files` or JSON `{"instances": [{"b64": ...}], "top_k": 3}`. '
-    "Choose the model with `model` and at most one of `version` or `label`; the default model's latest version "
-    "answers otherwise.",
+    "Choose the model with `model` and at most one of `version` or `label`; otherwise the `stable` label "
+    "answers (a `canary` share if configured), else the newest version.",
     responses=ERROR_RESPONSES,
     openapi_extra={"requestBody": REQUEST_BODY},
 )

@@ -135,7 +135,7 @@ async def label_metadata(name: Name, label: Label, core: AuthenticatedCore) -> A
 
 @router.post(
     "/{name}:predict",
-    summary="Predict (latest version)",
+    summary="Predict (stable label, else the newest version)",
     responses=TF_ERRORS,
     openapi_extra={"requestBody": PREDICT_BODY},
 )

@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (`tlserve_*`, see DESIGN.md) on a private registry, one per app instance."""
+"""The gateway's Prometheus metrics (`tlserve_*`, listed in docs/gateway.md) on a private registry per app."""
 
 from __future__ import annotations
 

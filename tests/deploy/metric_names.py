@@ -1,7 +1,8 @@
 """The metrics tlserve's dashboards and alerts may query, and a small reader for the names in PromQL text.
 
-GATEWAY_METRICS is DESIGN.md's "Metrics" list plus tlserve_upstream_predicts_total (Predict outcomes by the
-label asked for, added for the canary alert); TF_SERVING_METRICS is what TF Serving exports with
+GATEWAY_METRICS is the design's "Metrics" list (docs/gateway.md) plus tlserve_upstream_predicts_total
+(Predict outcomes by the label asked for, added for the canary alert);
+TF_SERVING_METRICS is what TF Serving exports with
 --monitoring_config_file (shared/reference/tf-serving.md §1.8). Values: (type, label names).
 """
 

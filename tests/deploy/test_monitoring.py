@@ -99,7 +99,7 @@ def test_dashboard_shows_every_gateway_metric() -> None:
 
 
 def test_design_metric_list_matches_the_gateway_code() -> None:
-    """The names and labels above are DESIGN.md's; the gateway's metrics module must define exactly those."""
+    """The names and labels above are the design's (docs/gateway.md); the metrics module defines exactly those."""
     from prometheus_client.metrics import MetricWrapperBase
 
     from service.gateway.metrics import GatewayMetrics

@@ -1,4 +1,4 @@
-"""The exported SavedModel honours the contract in DESIGN.md and training.export."""
+"""The exported SavedModel honours the contract in tlserve.contract and training.export."""
 
 from __future__ import annotations
 
