@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -16,8 +15,6 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-import numpy as np
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from service.errors import (
@@ -25,17 +22,17 @@ from service.errors import (
     GatewayError,
     InvalidImage,
     NotFound,
-    PayloadTooLarge,
     Unauthenticated,
     translate_errors,
 )
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
+from service.gateway.predict_checks import check_predict_request
 from service.gateway.routing import LabelRouter
 from service.gateway.settings import Settings
 from service.gateway.targets import Classification, ImagePrediction, LabelScore, ModelTarget
-from service.gateway.tensors import UnsupportedDtype, numpy_dtype, string_tensor, to_array
+from service.gateway.tensors import string_tensor, to_array
 from service.gateway.validation import check_images
 from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATURE_BYTES
 
@@ -143,7 +140,9 @@ class GatewayCore:
         spec = request.model_spec
         if not spec.name:
             raise BadRequest("model_spec.name is required")
-        self._check_predict_inputs(request)
+        check_predict_request(
+            request, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
+        )
         choice = spec.WhichOneof("version_choice")
         target = ModelTarget(
             spec.name,
@@ -265,41 +264,6 @@ class GatewayCore:
             raise
         finally:
             self.metrics.upstream_duration.observe(time.perf_counter() - started)
-
-    def _check_predict_inputs(self, request: PredictRequest) -> None:
-        """Shapes must be real; encoded-image inputs get the header checks; every input the images-per-request limit."""
-        for name, tensor in request.inputs.items():
-            _check_shape(name, tensor)
-            rows = tensor.tensor_shape.dim[0].size if tensor.tensor_shape.dim else 1
-            if rows > self.settings.max_images_per_request:
-                raise PayloadTooLarge(
-                    f"input {name!r} has {rows} rows, more than the limit of {self.settings.max_images_per_request}"
-                )
-            if name == INPUT_BYTES:
-                check_images(
-                    list(tensor.string_val),
-                    max_images=self.settings.max_images_per_request,
-                    max_pixels=self.settings.max_image_pixels,
-                )
-
-
-def _check_shape(name: str, tensor: Any) -> None:
-    """A tensor's dims are sizes (no -1, which only signatures use) and agree with the values it carries."""
-    sizes = [dim.size for dim in tensor.tensor_shape.dim]
-    if tensor.tensor_shape.unknown_rank or any(size < 0 for size in sizes):
-        raise BadRequest(f"input {name!r} has an invalid shape {sizes}: every dimension must be a size >= 0")
-    count = math.prod(sizes)
-    if tensor.dtype == types_pb2.DT_STRING and len(tensor.string_val) != count:
-        raise BadRequest(f"input {name!r} has shape {sizes} ({count} values) but carries {len(tensor.string_val)}")
-    if tensor.tensor_content and tensor.dtype != types_pb2.DT_STRING:
-        try:
-            itemsize = np.dtype(numpy_dtype(tensor.dtype)).itemsize
-        except UnsupportedDtype:
-            return  # the model server judges types the gateway does not know
-        if len(tensor.tensor_content) != count * itemsize:
-            raise BadRequest(
-                f"input {name!r} has shape {sizes} ({count} values) but {len(tensor.tensor_content)} bytes of content"
-            )
 
 
 def _upstream_invalid_argument(error: GatewayError) -> bool:

@@ -1,0 +1,46 @@
+"""Checks of a TF Serving PredictRequest before it goes upstream: real shapes, the images-per-request limit,
+and the same header checks for encoded images as `/predict` (no TensorFlow ops, only the proto's fields).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import types_pb2
+
+from service.errors import BadRequest, PayloadTooLarge
+from service.gateway.tensors import UnsupportedDtype, numpy_dtype
+from service.gateway.validation import check_images
+from tlserve.contract import INPUT_BYTES
+
+
+def check_predict_request(request: Any, *, max_images: int, max_pixels: int) -> None:
+    """Shapes must be real; encoded-image inputs get the header checks; every input the images-per-request limit."""
+    for name, tensor in request.inputs.items():
+        check_shape(name, tensor)
+        rows = tensor.tensor_shape.dim[0].size if tensor.tensor_shape.dim else 1
+        if rows > max_images:
+            raise PayloadTooLarge(f"input {name!r} has {rows} rows, more than the limit of {max_images}")
+        if name == INPUT_BYTES:
+            check_images(list(tensor.string_val), max_images=max_images, max_pixels=max_pixels)
+
+
+def check_shape(name: str, tensor: Any) -> None:
+    """A tensor's dims are sizes (no -1, which only signatures use) and agree with the values it carries."""
+    sizes = [dim.size for dim in tensor.tensor_shape.dim]
+    if tensor.tensor_shape.unknown_rank or any(size < 0 for size in sizes):
+        raise BadRequest(f"input {name!r} has an invalid shape {sizes}: every dimension must be a size >= 0")
+    count = math.prod(sizes)
+    if tensor.dtype == types_pb2.DT_STRING and len(tensor.string_val) != count:
+        raise BadRequest(f"input {name!r} has shape {sizes} ({count} values) but carries {len(tensor.string_val)}")
+    if tensor.tensor_content and tensor.dtype != types_pb2.DT_STRING:
+        try:
+            itemsize = np.dtype(numpy_dtype(tensor.dtype)).itemsize
+        except UnsupportedDtype:
+            return  # the model server judges types the gateway does not know
+        if len(tensor.tensor_content) != count * itemsize:
+            raise BadRequest(
+                f"input {name!r} has shape {sizes} ({count} values) but {len(tensor.tensor_content)} bytes of content"
+            )
