@@ -39,6 +39,12 @@ def sent_labels(fake) -> list[str]:
 
 
 @pytest.fixture
+def no_recheck(monkeypatch):
+    # Exact probe counts: a slow machine must not reach the missing-label recheck interval within one test.
+    monkeypatch.setattr(routing, "MISSING_LABEL_RECHECK_S", 3600.0)
+
+
+@pytest.fixture
 def canary_upstream(fake_upstream):
     # The canary is the newest version, as after `tlserve retrain`: the server's latest is the candidate.
     fake_upstream.models["demo"] = {1: "stable", 2: "canary", 3: None}
@@ -97,7 +103,9 @@ def test_empty_default_label_keeps_the_servers_latest_version(make_client, canar
     assert sent_labels(canary_upstream) == [""]
 
 
-def test_without_the_default_label_unpinned_requests_get_the_latest_after_one_probe(make_client, fake_upstream):
+def test_without_the_default_label_unpinned_requests_get_the_latest_after_one_probe(
+    make_client, fake_upstream, no_recheck
+):
     fake_upstream.models["demo"] = {1: None, 2: None}
     client = make_client()
     assert [predict(client).json()["version"] for _ in range(3)] == [2, 2, 2]
@@ -143,7 +151,7 @@ def test_canary_share_falls_back_to_the_default_label_when_no_canary_exists(make
     assert sent_labels(fake_upstream) == ["canary", "stable"]
 
 
-def test_canary_share_falls_back_to_latest_when_neither_label_exists(make_client, fake_upstream):
+def test_canary_share_falls_back_to_latest_when_neither_label_exists(make_client, fake_upstream, no_recheck):
     fake_upstream.models["demo"] = {1: None, 2: None}
     client = make_client(canary_share=1.0)
     assert [predict(client).json()["version"] for _ in range(2)] == [2, 2]
@@ -218,7 +226,7 @@ def test_upstream_predicts_are_counted_per_label_and_outcome(make_client, canary
     assert counts[(("code", "NOT_FOUND"), ("label", "other"))] == 1  # unknown labels must not grow the series
 
 
-def test_missing_canary_is_probed_once_then_skipped_and_not_counted_as_an_error(make_client, fake_upstream):
+def test_missing_canary_is_probed_once_then_skipped_and_not_counted_as_an_error(make_client, fake_upstream, no_recheck):
     client = make_client(canary_share=1.0)
     assert all(predict(client).status_code == 200 for _ in range(5))
     labels = sent_labels(fake_upstream)
