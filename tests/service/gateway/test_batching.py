@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.gateway import routing
 from service.gateway.http_app import create_app
 from tests.conftest import random_images
 from tests.service.gateway.conftest import make_settings
 from tests.service.gateway.fakes import FakeModelServer, image_label
+
+# A batch leaves when full: the wait (and each request's deadline) outlasts any scheduling delay on a loaded machine.
+MERGE_ALL = {"batch_wait_timeout_s": 30.0, "request_timeout_s": 60.0}
 
 
 def metric_samples(text: str, name: str) -> dict[str, float]:
@@ -43,20 +48,24 @@ def truncated_png() -> bytes:
 
 def test_32_concurrent_callers_form_batches_and_get_their_own_answers():
     upstream = FakeModelServer(delay_s=0.01)
-    app = create_app(make_settings(max_batch_size=32, batch_wait_timeout_s=0.05), backend=upstream)
+    # The wait outlasts any scheduling delay, so the batch leaves exactly when the 32nd request arrives (no label
+    # routing: its first-request probe would leave alone).
+    settings = make_settings(**MERGE_ALL, max_batch_size=32, default_label="")
+    app = create_app(settings, backend=upstream)
     images = random_images(32, seed=1)
     responses, metrics = asyncio.run(post_concurrently(app, images))
     assert [response.status_code for response in responses] == [200] * 32
     assert [r.json()["predictions"][0]["label"] for r in responses] == [image_label(image) for image in images]
     batch_sizes = [len(request.inputs["image_bytes"].string_val) for request in upstream.predict_requests]
-    assert max(batch_sizes) > 1
-    assert sum(batch_sizes) == 32
+    assert batch_sizes == [32]
     samples = metric_samples(metrics, "tlserve_batch_size")
-    assert samples["tlserve_batch_size_count[]"] == len(batch_sizes)
+    assert samples["tlserve_batch_size_count[]"] == 1
     assert samples["tlserve_batch_size_sum[]"] == 32
 
 
-def test_a_burst_without_the_default_label_probes_it_once_and_sends_each_image_once_more_at_most():
+def test_a_burst_without_the_default_label_probes_it_once_and_sends_each_image_once_more_at_most(monkeypatch):
+    # Exact probe count: a slow machine must not reach the missing-label recheck interval during the burst.
+    monkeypatch.setattr(routing, "MISSING_LABEL_RECHECK_S", 3600.0)
     # What `tlserve train` and `make demo` produce before the first promote: no `stable` label, default settings.
     upstream = FakeModelServer(models={"demo": {1: None}}, delay_s=0.01)
     app = create_app(make_settings(batch_wait_timeout_s=0.0), backend=upstream)
@@ -86,8 +95,9 @@ def test_batching_off_sends_one_upstream_call_per_request():
 
 def test_bad_image_in_a_merged_batch_fails_only_its_caller():
     upstream = FakeModelServer()
-    # No label routing here (its first-request probe would leave alone): all eight requests merge into one call.
-    settings = make_settings(max_batch_size=32, batch_wait_timeout_s=0.05, default_label="")
+    # No label routing here (its first-request probe would leave alone): all eight requests merge into one call,
+    # which leaves exactly when the eighth arrives.
+    settings = make_settings(**MERGE_ALL, max_batch_size=8, default_label="")
     app = create_app(settings, backend=upstream)
     images = random_images(7, seed=3)
     bodies = [*images[:3], truncated_png(), *images[3:]]
@@ -135,11 +145,16 @@ def test_cancelled_caller_is_not_sent_upstream():
         return [image.decode() for image in images]
 
     async def scenario() -> list[str]:
-        batcher = MicroBatcher(predict, max_batch_size=8, batch_wait_timeout_s=0.05, metrics=GatewayMetrics())
-        gone = asyncio.create_task(batcher.submit("m", [b"gone"], 5.0))
-        stays = asyncio.create_task(batcher.submit("m", [b"stays"], 5.0))
-        await asyncio.sleep(0.01)
+        # The batch timer never fires here: close() sends the queue, after "gone" has been cancelled.
+        batcher = MicroBatcher(predict, max_batch_size=8, batch_wait_timeout_s=60, metrics=GatewayMetrics())
+        gone = asyncio.create_task(batcher.submit("m", [b"gone"], 60.0))
+        stays = asyncio.create_task(batcher.submit("m", [b"stays"], 60.0))
+        await asyncio.sleep(0)  # both are queued
         gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        assert sent == []
+        await batcher.close()
         return await stays
 
     assert asyncio.run(scenario()) == ["stays"]
@@ -171,9 +186,14 @@ def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
 
     sent: list[list[bytes]] = []
 
+    started = asyncio.Event()
+    release = asyncio.Event()
+
     async def slow_predict(key, images, timeout_s):
         sent.append(images)
-        await asyncio.sleep(0.2)
+        if len(sent) == 1:
+            started.set()
+            await release.wait()  # the first batch stays in flight until the others are queued
         return [image.upper() for image in images]
 
     async def scenario():
@@ -184,10 +204,14 @@ def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
             max_concurrent_batches=1,
             metrics=GatewayMetrics(),
         )
-        first = asyncio.create_task(batcher.submit("m", [b"a"], 5.0))
-        await asyncio.sleep(0.05)  # the idle batcher has sent "a" alone, without waiting
+        first = asyncio.create_task(batcher.submit("m", [b"a"], 60.0))
+        await asyncio.wait_for(started.wait(), 30)  # the idle batcher has sent "a" alone, without waiting
         assert sent == [[b"a"]]
-        later = [asyncio.create_task(batcher.submit("m", [name], 5.0)) for name in (b"b", b"c", b"d")]
+        later = [asyncio.create_task(batcher.submit("m", [name], 60.0)) for name in (b"b", b"c", b"d")]
+        for _ in range(5):
+            await asyncio.sleep(0)  # b, c, d are queued and their wait is over; the only slot is still taken
+        assert sent == [[b"a"]]
+        release.set()
         results = await asyncio.gather(first, *later)
         return results
 
