@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +44,18 @@ def publish(exported_version: Path, models_dir: Path, version: int, *, break_it:
         graph = staging / "saved_model.pb"
         graph.write_bytes(graph.read_bytes()[:100])
     staging.rename(models_dir / "demo" / str(version))
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temp file in the same directory and os.replace it over `path`.
+
+    The server's pollers read these files every 0.2 s; a plain write_text/copy would let them see a truncated file
+    (a half-written models.config unloads demo, a half-copied saved_model.pb is one more failed load).
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(temp, path)
 
 
 def states(server, name: str = "demo") -> dict[int, int]:
@@ -160,7 +174,7 @@ def test_polled_config_file_change_is_applied(model_repo, exported_version):
         models_dir, model_config_file=config_file, model_config_file_poll_wait_seconds=0.2
     ) as server:
         assert served_version(server) == 1
-        config_file.write_text(config_text("specific { versions: 1 versions: 2 }"))
+        replace_atomically(config_file, config_text("specific { versions: 1 versions: 2 }").encode())
         wait_until_available(server.target, "demo", version=2)
         assert served_version(server) == 2
 
@@ -172,7 +186,7 @@ def test_polled_config_file_with_label_to_unloaded_version_is_not_applied(model_
     with running_model_server(
         models_dir, model_config_file=config_file, model_config_file_poll_wait_seconds=0.2
     ) as server:
-        config_file.write_text(config_text("specific { versions: 2 }", {"stable": 2}))
+        replace_atomically(config_file, config_text("specific { versions: 2 }", {"stable": 2}).encode())
         wait_for(lambda: server.server.last_config_error is not None)
         assert "not currently available for inference" in server.server.last_config_error
         assert server.server.manager.snapshot()["demo"]["labels"] == {"stable": 1}
@@ -181,10 +195,14 @@ def test_polled_config_file_with_label_to_unloaded_version_is_not_applied(model_
 
 def test_failed_version_is_retried_and_loads_once_repaired(model_repo, exported_version):
     models_dir = model_repo(versions=(1,))
-    with running_model_server(models_dir, load_retry_interval_s=0.2) as server:
+    # Retries every 0.2 s and (practically) never gives up, so the repair below cannot miss the retry budget
+    # however slowly this machine notices END; the default 5 retries would be spent in about a second.
+    with running_model_server(models_dir, load_retry_interval_s=0.2, max_num_load_retries=1_000_000) as server:
         publish(exported_version, models_dir, 2, break_it=True)  # like a copy still in progress
         wait_for(lambda: states(server).get(2) == END)
-        shutil.copy2(exported_version / "saved_model.pb", models_dir / "demo" / "2" / "saved_model.pb")
+        replace_atomically(
+            models_dir / "demo" / "2" / "saved_model.pb", (exported_version / "saved_model.pb").read_bytes()
+        )
         wait_until_available(server.target, "demo", version=2)
         assert served_version(server) == 2
 
