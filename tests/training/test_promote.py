@@ -168,7 +168,9 @@ def test_promote_refuses_and_restores_config_when_new_version_never_loads(models
 def test_unreachable_server_is_a_one_line_error_and_config_is_restored(models_dir: Path) -> None:
     before = (models_dir / "models.config").read_text()
     with (
-        ModelServer("127.0.0.1:1", rpc_timeout_s=0.5) as client,
+        # Nothing listens on port 1: the connection is refused at once (UNAVAILABLE). The deadline is generous so a
+        # loaded machine cannot turn that into DEADLINE_EXCEEDED.
+        ModelServer("127.0.0.1:1", rpc_timeout_s=30) as client,
         pytest.raises(ServerError, match=r"reload config on model server 127\.0\.0\.1:1 failed: UNAVAILABLE"),
     ):
         move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))
