@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -46,11 +45,12 @@ def test_racing_threads_each_get_their_own_version(exported_version: Path, tmp_p
 
 
 _PUBLISHER = """
-import sys, time
+import sys
 from pathlib import Path
 from training.repository import publish_version
-staged, model_dir, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
-time.sleep(max(0.0, start - time.time()))
+staged, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()  # released together with the other publishers, once every one of them is ready
 print(publish_version(staged, model_dir))
 """
 
@@ -58,17 +58,36 @@ print(publish_version(staged, model_dir))
 def test_racing_processes_each_get_their_own_version(exported_version: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "demo"
     staged = [staged_copy(exported_version, model_dir) for _ in range(3)]
-    start = time.time() + 2.0  # all three rename at (nearly) the same moment
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _PUBLISHER, str(path), str(model_dir), str(start)],
+            [sys.executable, "-c", _PUBLISHER, str(path), str(model_dir)],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for path in staged
     ]
-    versions = sorted(int(process.communicate(timeout=60)[0]) for process in processes)
+    try:
+        # Imports done in all three before any publishes, so they really rename at (nearly) the same moment.
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in processes:
+            assert process.wait(timeout=60) == 0
+        versions = sorted(int(process.stdout.read()) for process in processes if process.stdout is not None)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
     assert versions == [1, 2, 3]
     assert list_versions(model_dir) == [1, 2, 3]
 
