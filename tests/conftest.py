@@ -9,8 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Hypothesis profiles. "ci" (the default, for `make test` and CI alike) makes every property test deterministic:
+# derandomize=True derives the examples from the test itself, so each run checks the same examples; no example
+# database (nothing carried over between runs or checkouts); no per-example deadline and no too_slow health check,
+# the two timing checks a loaded 2-core runner could trip. Tests' own @settings (max_examples, deadline) still
+# apply on top. `HYPOTHESIS_PROFILE=explore pytest ...` turns random exploration (and the local database) back on,
+# for hunting new counterexamples by hand; a failure found there becomes an @example in the test.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 32
