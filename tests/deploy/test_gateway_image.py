@@ -73,16 +73,19 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def unused_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def unused_ports(count: int) -> list[int]:
+    """`count` distinct ports free on all interfaces (the gateway binds 0.0.0.0), all held open until chosen."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @contextlib.contextmanager
 def running_gateway(venv: Path, log_path: Path) -> Iterator[str]:
     """`tlserve serve --upstream <nothing listening>` from the venv; yields its HTTP URL once /healthz answers."""
-    http_port, grpc_port, upstream_port = unused_port(), unused_port(), unused_port()
+    http_port, grpc_port, upstream_port = unused_ports(3)
     command = [
         str(venv / "bin" / "tlserve"), "serve", "--upstream", f"127.0.0.1:{upstream_port}",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
