@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -30,13 +31,23 @@ READY_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 30.0
 
 
+# Start attempts of `running_serve` when a port picked by `free_ports` was taken before the process bound it.
+PORT_RACE_ATTEMPTS = 3
+# What `tlserve serve` (gateway pre-check, uvicorn, gRPC) and its model server child log when a port is taken.
+PORT_IN_USE = re.compile(r"already in use|address in use|in use\?|failed to bind|cannot bind", re.IGNORECASE)
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports that were free a moment ago (sockets held open together so none repeats)."""
+    """`count` distinct ports that were free a moment ago (sockets held open together so none repeats).
+
+    Probed on all interfaces (""), as the gateway and model server bind them, so a port taken on another
+    interface is not reported free.
+    """
     with contextlib.ExitStack() as stack:
         ports = []
         for _ in range(count):
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))
+            sock.bind(("", 0))
             ports.append(sock.getsockname()[1])
         return ports
 
@@ -195,10 +206,25 @@ def running_serve(
     ready_route: str = "/readyz",
     log_path: Path | None = None,
 ) -> Iterator[ServeProcess]:
-    """`start_serve` + `wait_ready`, stopped on exit even if the block fails."""
-    gateway = start_serve(models_dir, upstream=upstream, env=env, extra_args=extra_args, log_path=log_path)
+    """`start_serve` + `wait_ready`, stopped on exit even if the block fails.
+
+    `free_ports` only says a port was free a moment ago; if another process takes one before `tlserve serve`
+    binds it, the process exits early saying so, and this starts again on fresh ports (PORT_RACE_ATTEMPTS).
+    """
+    for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+        gateway = start_serve(models_dir, upstream=upstream, env=env, extra_args=extra_args, log_path=log_path)
+        try:
+            gateway.wait_ready(route=ready_route)
+        except RuntimeError:
+            gateway.stop()
+            if attempt < PORT_RACE_ATTEMPTS and PORT_IN_USE.search(gateway.log_path.read_text(errors="replace")):
+                continue
+            raise
+        except BaseException:
+            gateway.stop()
+            raise
+        break
     try:
-        gateway.wait_ready(route=ready_route)
         yield gateway
     finally:
         gateway.stop()
