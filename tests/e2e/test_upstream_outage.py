@@ -14,8 +14,9 @@ from tests.support.gateway import ModelServerProcess, free_port, running_serve
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REQUEST_TIMEOUT_S = float(GATEWAY_ENV["TLSERVE_REQUEST_TIMEOUT_S"])
-# Generous slack over the gateway's own deadline: this bounds "hangs", it does not measure speed.
-ANSWER_BOUND_S = REQUEST_TIMEOUT_S + 10.0
+# The client's own timeout while the upstream is down: the gateway's deadline plus generous slack. A gateway that
+# hangs fails the test with a timeout error; one that waited out its deadline answers 504, not 503. Nothing is timed.
+ANSWER_BOUND_S = REQUEST_TIMEOUT_S + 30.0
 RECOVERY_TIMEOUT_S = 180.0
 
 
@@ -27,8 +28,8 @@ def model_server(e2e_models_dir, tmp_path_factory):
     server.stop()
 
 
-def post_image(url: str, image: bytes) -> httpx.Response:
-    return httpx.post(f"{url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=60)
+def post_image(url: str, image: bytes, timeout_s: float = 60.0) -> httpx.Response:
+    return httpx.post(f"{url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=timeout_s)
 
 
 def test_upstream_outage_gives_503_within_deadline_then_gateway_recovers(model_server, tmp_path):
@@ -37,12 +38,11 @@ def test_upstream_outage_gives_503_within_deadline_then_gateway_recovers(model_s
         assert post_image(gateway.http_url, image).status_code == 200
 
         model_server.stop()
-        started = time.monotonic()
-        down = post_image(gateway.http_url, image)
-        elapsed = time.monotonic() - started
+        # 503 backend_unavailable (not 504 deadline_exceeded) within the client's bound: the gateway answered
+        # from the refused connection, within its own deadline, instead of hanging or waiting the deadline out.
+        down = post_image(gateway.http_url, image, timeout_s=ANSWER_BOUND_S)
         assert down.status_code == 503, down.text
         assert down.json()["error"]["code"] == "backend_unavailable"
-        assert elapsed < ANSWER_BOUND_S
         assert httpx.get(f"{gateway.http_url}/readyz", timeout=30).status_code == 503
         assert httpx.get(f"{gateway.http_url}/healthz", timeout=30).status_code == 200
 
