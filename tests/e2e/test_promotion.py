@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CLIENTS = 16
 CYCLES = 5
+# Pinned answers that must have started after a move finished before the next move begins.
+SETTLED_ANSWERS = 3
+# Bounds for the waits below (poll, not sleep): a VGG16 round trip on 2 busy cores can take seconds.
+WAIT_TIMEOUT_S = 60.0
+POLL_S = 0.05
+# The gateway's deadline: generous, so a failed request means a label move broke it, not a slow machine.
+SERVE_ENV = {"TLSERVE_REQUEST_TIMEOUT_S": "60"}
 BODY = {"instances": [{"b64": base64.b64encode(image).decode()} for image in random_images(1, seed=11)]}
 
 
@@ -42,7 +50,7 @@ class Answer:
 
 def client_loop(url: str, pinned: bool, stop: threading.Event, answers: list[Answer]) -> None:
     params = {"label": "stable"} if pinned else {}
-    with httpx.Client(timeout=30.0) as client:
+    with httpx.Client(timeout=float(SERVE_ENV["TLSERVE_REQUEST_TIMEOUT_S"]) + 30.0) as client:
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -52,6 +60,18 @@ def client_loop(url: str, pinned: bool, stop: threading.Event, answers: list[Ans
                                       "" if response.status_code == 200 else response.text[:200]))  # fmt: skip
             except httpx.HTTPError as exc:
                 answers.append(Answer(started, time.monotonic(), 0, None, pinned, repr(exc)))
+
+
+def wait_until(condition: Callable[[], bool], what: str, log_tail: Callable[[], str]) -> None:
+    """Poll `condition` every POLL_S until true; fail after WAIT_TIMEOUT_S with `what` and the serve log."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {WAIT_TIMEOUT_S:.0f}s\n{log_tail()}"
+        time.sleep(POLL_S)
+
+
+def pinned_answers_since(answers: list[Answer], since: float) -> int:
+    return sum(1 for answer in list(answers) if answer.pinned and answer.started > since)
 
 
 @pytest.fixture
@@ -65,7 +85,7 @@ def repo(model_repo) -> Path:
 def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back_five_times(
     repo: Path, tmp_path: Path
 ) -> None:
-    with running_serve(repo, log_path=tmp_path / "serve.log") as gateway:
+    with running_serve(repo, env=SERVE_ENV, log_path=tmp_path / "serve.log") as gateway:
         answers: list[Answer] = []
         stop = threading.Event()
         threads = [
@@ -75,6 +95,16 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
         for thread in threads:
             thread.start()
         moves: list[tuple[float, float, int]] = []  # (move started, move finished, stable version from then on)
+
+        def settle() -> None:
+            """Let SETTLED_ANSWERS pinned answers that started after the last move finish before the next move."""
+            finished = moves[-1][1]
+            wait_until(
+                lambda: pinned_answers_since(answers, finished) >= SETTLED_ANSWERS,
+                f"{SETTLED_ANSWERS} pinned answers after move {len(moves) - 1}",
+                gateway.log_tail,
+            )
+
         try:
             with ModelServer(gateway.model_server_target) as client:
                 options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
@@ -82,11 +112,13 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
                     started = time.monotonic()
                     move_label(repo, "demo", 2, options=options, reason="e2e promote")
                     moves.append((started, time.monotonic(), 2))
-                    time.sleep(0.3)
+                    settle()
                     started = time.monotonic()
                     rollback(repo, "demo", options=options, reason="e2e rollback")
                     moves.append((started, time.monotonic(), 1))
-                    time.sleep(0.3)
+                    settle()
+            # Enough traffic overall that "zero failures" covers many requests, not a handful.
+            wait_until(lambda: len(answers) > CLIENTS * 10, f"more than {CLIENTS * 10} answers", gateway.log_tail)
         finally:
             stop.set()
             for thread in threads:
@@ -125,7 +157,7 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     # the server's latest. Unpinned requests that the share does not pick must get stable's version, not latest.
     repo = model_repo("demo", versions=(1, 2))
     modelconfig.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
-    env = {"TLSERVE_CANARY_SHARE": "0.5"}
+    env = {**SERVE_ENV, "TLSERVE_CANARY_SHARE": "0.5"}
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
         with ModelServer(gateway.model_server_target) as client:
             move_label(repo, "demo", 2, label="canary", options=MoveOptions(server=client, drain_s=0))
