@@ -24,6 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from service.gateway.batching import MicroBatcher
 from service.gateway.server import GatewayPorts, serve
 from service.gateway.tensors import string_tensor, to_array
 from tests.conftest import random_images
@@ -65,7 +66,7 @@ def grpc_channel(port: int) -> grpc.aio.Channel:
 
 
 def http_client(ports: GatewayPorts) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=10)
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=30)
 
 
 def tf_serving_request(images: list[bytes], model: str = "demo") -> predict_pb2.PredictRequest:
@@ -221,16 +222,21 @@ def test_grpc_requires_the_api_key_when_configured():
 
 def test_client_deadline_bounds_the_upstream_call():
     async def scenario():
-        gateway = fake_and_gateway(FakeModelServer(delay_s=3.0), request_timeout_s=10.0)
-        async with gateway as (_, channel, _fake, servicer):
+        fake = FakeModelServer()
+        async with fake_and_gateway(fake, request_timeout_s=60.0) as (_, channel, _fake, servicer):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            # Warm up with a generous deadline: connections, the `stable` label probe. Only then is the next call's
+            # deadline all about the upstream call.
+            await stub.Predict(tf_serving_request(random_images(1)), timeout=30)
+            fake.delay_s = 60.0  # the upstream never answers in time; its handler is cancelled at the deadline
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Predict(tf_serving_request(random_images(1)), timeout=0.5)
+                await stub.Predict(tf_serving_request(random_images(1)), timeout=2.0)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            # The gateway passed the client's remaining time on, not its own 10 s. gRPC rounds a timeout up
-            # when it encodes it on the wire, so the upstream may see a hair over 0.5 s (0.5018 s seen in CI).
-            assert servicer.deadlines[0] is not None
-            assert servicer.deadlines[0] < 2.0
+            assert len(servicer.deadlines) == 2, f"upstream Predict calls: {servicer.deadlines}"
+            # The gateway passed the client's remaining time on (2 s, plus gRPC's rounding up on the wire), not
+            # its own 60 s.
+            assert servicer.deadlines[1] is not None
+            assert servicer.deadlines[1] < 10.0
 
     asyncio.run(scenario())
 
@@ -321,23 +327,43 @@ def test_stop_finishes_in_flight_requests_then_refuses_new_ones():
     asyncio.run(scenario())
 
 
-def test_http_request_whose_client_went_away_is_not_sent_upstream():
-    async def scenario():
-        gateway = fake_and_gateway(batch_wait_timeout_s=1.0)
-        async with gateway as (ports, _channel, fake, _servicer):
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=0.3) as client:
-                files = [("files", ("a.png", random_images(1)[0], "image/png"))]
-                with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
-                    await client.post("/predict", files=files)
-            await asyncio.sleep(1.2)  # past the batch wait: the batch would have left by now
-            sent = len(fake.predict_requests)
-            async with http_client(ports) as client:
-                metrics = (await client.get("/metrics")).text
-        return sent, metrics
+def test_http_request_whose_client_went_away_is_not_sent_upstream(monkeypatch):
+    queued = asyncio.Event()
+    submit = MicroBatcher.submit
 
-    sent, metrics = asyncio.run(scenario())
-    assert sent == 0
-    assert 'tlserve_requests_total{code="499",protocol="http",route="/predict"} 1.0' in metrics
+    async def signalling_submit(self, key, images, timeout_s):
+        queued.set()  # `submit` queues the images before its first await
+        return await submit(self, key, images, timeout_s)
+
+    monkeypatch.setattr(MicroBatcher, "submit", signalling_submit)
+    gone, *kept = random_images(3, seed=11)
+
+    async def scenario():
+        # The batch timer never fires during the test: only a full batch (two images) leaves.
+        gateway = fake_and_gateway(batch_wait_timeout_s=60.0, max_batch_size=2, default_label="")
+        async with gateway as (ports, _channel, fake, _servicer), http_client(ports) as client:
+            files = [("files", ("gone.png", gone, "image/png"))]
+            abandoned = asyncio.create_task(client.post("/predict", files=files))
+            await asyncio.wait_for(queued.wait(), 30)  # the request waits in its batch
+            abandoned.cancel()  # the client gives up and closes its connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await abandoned
+            # 499 is recorded once the gateway has seen the disconnect and cancelled the request in its batch.
+            closed = 'tlserve_requests_total{code="499",protocol="http",route="/predict"} 1.0'
+            deadline = asyncio.get_running_loop().time() + 30
+            while closed not in (metrics := (await client.get("/metrics")).text):
+                assert asyncio.get_running_loop().time() < deadline, f"no 499 recorded:\n{metrics}"
+                await asyncio.sleep(0.05)
+            # A two-image request fills a batch on its own: it leaves now, with whatever else is still queued.
+            files = [("files", (f"{index}.png", image, "image/png")) for index, image in enumerate(kept)]
+            response = await client.post("/predict", files=files)
+        return response, fake  # the gateway has stopped: every batch it sent has reached the fake
+
+    response, fake = asyncio.run(scenario())
+    sent = [[image_label(image) for image in call.inputs["image_bytes"].string_val] for call in fake.predict_requests]
+    assert response.status_code == 200
+    assert [prediction["label"] for prediction in response.json()["predictions"]] == [image_label(i) for i in kept]
+    assert sent == [[image_label(image) for image in kept]]  # the abandoned request's image never went upstream
 
 
 def test_grpc_request_over_the_body_limit_is_resource_exhausted():
