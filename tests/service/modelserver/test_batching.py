@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -39,6 +40,14 @@ def batcher():
     scheduler.start()
     yield scheduler
     scheduler.stop()
+
+
+def wait_until_queued(scheduler, timeout_s: float = 30.0) -> None:
+    """Bounded poll until a request waits in the scheduler's queue (not yet taken by a batch thread)."""
+    deadline = time.monotonic() + timeout_s
+    while scheduler.pending_rows() < 1:
+        assert time.monotonic() < deadline, f"no request queued within {timeout_s:.0f} s"
+        time.sleep(0.01)
 
 
 def submit_concurrently(batcher, run, rows: list[float]):
@@ -85,8 +94,7 @@ def test_full_queue_answers_resource_exhausted():
             running = pool.submit(scheduler.submit, KEY, {"x": np.array([1.0])}, blocking_run)
             assert started.wait(30)
             queued = pool.submit(scheduler.submit, KEY, {"x": np.array([2.0])}, blocking_run)
-            while scheduler.pending_rows() < 1:  # the second task is queued behind the busy thread
-                threading.Event().wait(0.01)
+            wait_until_queued(scheduler)  # the second task is queued behind the busy thread
             with pytest.raises(ResourceExhausted) as caught:
                 scheduler.submit(KEY, {"x": np.array([3.0])}, blocking_run)
             release.set()
@@ -153,8 +161,7 @@ def test_stopping_fails_queued_requests_instead_of_leaving_them_blocked():
     calls: list[int] = []
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(scheduler.submit, KEY, {"x": np.array([1.0])}, doubling_run(calls))
-        while scheduler.pending_rows() < 1:
-            threading.Event().wait(0.01)
+        wait_until_queued(scheduler)
         scheduler.stop()
         with pytest.raises(Unavailable):
             waiting.result(30)
@@ -201,8 +208,7 @@ def test_grpc_full_batch_queue_answers_resource_exhausted(module_repo, tmp_path,
                 running = pool.submit(stub.Predict, predict_request(random_images(1)), timeout=60)
                 assert started.wait(60)
                 queued = pool.submit(stub.Predict, predict_request(random_images(1)), timeout=60)
-                while batcher.pending_rows() < 1:
-                    threading.Event().wait(0.01)
+                wait_until_queued(batcher)
                 with pytest.raises(grpc.RpcError) as caught:
                     stub.Predict(predict_request(random_images(1)), timeout=60)
             finally:
