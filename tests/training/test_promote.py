@@ -28,7 +28,7 @@ def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeMode
     fake = FakeModelService(models_dir, never_load)
     fake.boot(modelconfig.absolute_config(modelconfig.read_repository_config(models_dir), models_dir))
     grpc_server, target = start_fake(fake)
-    return fake, ModelServer(target, rpc_timeout_s=5), grpc_server
+    return fake, ModelServer(target, rpc_timeout_s=30), grpc_server
 
 
 @pytest.fixture
