@@ -128,10 +128,10 @@ def test_gateway_dependency_set_is_a_real_fresh_install(gateway_venv: Path) -> N
 
 def test_gateway_from_fresh_venv_is_alive_but_not_ready_without_upstream(gateway_venv: Path, tmp_path: Path) -> None:
     with running_gateway(gateway_venv, tmp_path / "serve.log") as url:
-        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert httpx.get(f"{url}/healthz", timeout=30).status_code == 200
         readyz = httpx.get(f"{url}/readyz", timeout=30)
         assert readyz.status_code == 503
-        metrics = httpx.get(f"{url}/metrics", timeout=5)
+        metrics = httpx.get(f"{url}/metrics", timeout=30)
         assert metrics.status_code == 200
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", metrics.text, flags=re.MULTILINE):
