@@ -73,18 +73,26 @@ def test_every_protocol_answers_the_in_process_probabilities(model_server, refer
 
 def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(model_server):
     truncated = IMAGES[0][: len(IMAGES[0]) // 2]
+    bodies = [*IMAGES[1:4], truncated]
 
     async def scenario():
-        gateway = running_gateway(model_server.port, request_timeout_s=60, batch_wait_timeout_s=0.2)
+        # The batch leaves when all four requests are in it (no label probe: it would leave alone).
+        settings = {"max_batch_size": len(bodies), "batch_wait_timeout_s": 30, "default_label": ""}
+        gateway = running_gateway(model_server.port, request_timeout_s=60, **settings)
         async with gateway as ports, http_client(ports) as client:
-            bodies = [*IMAGES[1:4], truncated]
             requests = [client.post("/predict", files=[("files", ("x", body, "image/png"))]) for body in bodies]
-            return await asyncio.gather(*requests)
+            responses = await asyncio.gather(*requests)
+            metrics = (await client.get("/metrics")).text
+        return responses, metrics
 
-    responses = asyncio.run(scenario())
+    responses, metrics = asyncio.run(scenario())
     assert [response.status_code for response in responses] == [200, 200, 200, 400]
     assert responses[3].json()["error"]["code"] == "invalid_image"
     assert responses[3].json()["error"]["message"].startswith("image 0 (x) could not be decoded: ")
+    # The merged call of 4 failed, then its halves: the good pair answered, the other pair failed and split into
+    # one good image and the culprit. Four separate calls would have been 3 OK and 1 INVALID_ARGUMENT.
+    assert 'tlserve_upstream_predicts_total{code="INVALID_ARGUMENT",label=""} 3.0' in metrics
+    assert 'tlserve_upstream_predicts_total{code="OK",label=""} 2.0' in metrics
 
 
 def test_an_unknown_label_is_404_on_every_protocol_against_the_real_model_server(model_server):
