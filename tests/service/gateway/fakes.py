@@ -138,6 +138,20 @@ class FakeModelServer:
         return None
 
 
+class GatedModelServer(FakeModelServer):
+    """Holds every Predict until the test sets `release`; `arrived` tells the test a request has reached it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def predict(self, request, timeout_s: float):
+        self.arrived.set()
+        await self.release.wait()
+        return await super().predict(request, timeout_s)
+
+
 class _Delegate:
     def __init__(self, fake: FakeModelServer) -> None:
         self.fake = fake

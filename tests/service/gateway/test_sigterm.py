@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import random_images
-from tests.service.gateway.fakes import FakeModelServer, start_fake_upstream
+from tests.service.gateway.fakes import GatedModelServer, start_fake_upstream
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -31,20 +31,6 @@ serve_forever(
     )
 )
 """
-
-
-class GatedModelServer(FakeModelServer):
-    """Answers a Predict only once the test releases it, so the request is surely in flight at SIGTERM."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def predict(self, request, timeout_s: float):
-        self.arrived.set()
-        await self.release.wait()
-        return await super().predict(request, timeout_s)
 
 
 async def read_until(stream: asyncio.StreamReader, pattern: re.Pattern[bytes]) -> re.Match[bytes]:

@@ -29,7 +29,7 @@ from service.gateway.server import GatewayPorts, serve
 from service.gateway.tensors import string_tensor, to_array
 from tests.conftest import random_images
 from tests.service.gateway.conftest import make_settings
-from tests.service.gateway.fakes import FakeModelServer, image_label, start_fake_upstream
+from tests.service.gateway.fakes import FakeModelServer, GatedModelServer, image_label, start_fake_upstream
 
 
 @contextlib.asynccontextmanager
@@ -291,12 +291,11 @@ def test_upstream_down_is_503_and_the_gateway_recovers_when_it_returns():
             assert down.json()["error"]["code"] == "backend_unavailable"
             assert (await client.get("/readyz")).status_code == 503
             upstream, _, _ = await start_fake_upstream(fake, port)
-            for _ in range(50):  # the channel reconnects on its own (backoff capped at 1 s)
-                if (await client.post("/predict", files=files)).status_code == 200:
-                    break
+            deadline = asyncio.get_running_loop().time() + 30
+            # The channel reconnects on its own (backoff capped at 1 s).
+            while (await client.post("/predict", files=files)).status_code != 200:
+                assert asyncio.get_running_loop().time() < deadline, "the gateway did not recover after 30 s"
                 await asyncio.sleep(0.1)
-            else:
-                pytest.fail("the gateway did not recover after the upstream came back")
             assert (await client.get("/readyz")).status_code == 200
         await upstream.stop(None)
 
@@ -305,18 +304,31 @@ def test_upstream_down_is_503_and_the_gateway_recovers_when_it_returns():
 
 def test_stop_finishes_in_flight_requests_then_refuses_new_ones():
     async def scenario():
-        fake = FakeModelServer(delay_s=0.5)
+        fake = GatedModelServer()
         upstream, port, _ = await start_fake_upstream(fake)
-        settings = make_settings(upstream=f"127.0.0.1:{port}", http_host="127.0.0.1")
+        settings = make_settings(upstream=f"127.0.0.1:{port}", http_host="127.0.0.1", request_timeout_s=60)
         stop = asyncio.Event()
         ready: asyncio.Future[GatewayPorts] = asyncio.get_running_loop().create_future()
         server = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
         ports = await asyncio.wait_for(ready, 30)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}", timeout=10) as client:
+        async with http_client(ports) as client:
             files = [("files", ("a.png", random_images(1)[0], "image/png"))]
             in_flight = asyncio.create_task(client.post("/predict", files=files))
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(fake.arrived.wait(), 30)  # the request is in flight, held by the upstream
             stop.set()
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until the stopping gateway refuses new connections
+                try:
+                    async with http_client(ports) as other:
+                        await other.get("/healthz")
+                except httpx.ConnectError:
+                    break
+                except httpx.TransportError:
+                    pass  # accepted just before the listener closed, then dropped by the shutdown: try again
+                assert asyncio.get_running_loop().time() < deadline, "the gateway still accepts after stop"
+                await asyncio.sleep(0.05)
+            assert not in_flight.done()
+            fake.release.set()
             assert (await in_flight).status_code == 200
         await asyncio.wait_for(server, 30)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.http_port}") as client:
