@@ -14,7 +14,7 @@ from tests.service.gateway.fakes import FakeModelServer, rpc_error, start_fake_u
 from tests.service.gateway.test_wire import tf_serving_request
 
 
-async def call_with(fake: FakeModelServer, retries: int, timeout_s: float = 5.0):
+async def call_with(fake: FakeModelServer, retries: int, timeout_s: float = 30.0):
     upstream, port, _ = await start_fake_upstream(fake)
     backend = GrpcBackend(
         f"127.0.0.1:{port}", max_message_bytes=64 * 1024 * 1024, retries=retries, retry_backoff_s=0.01
@@ -76,7 +76,7 @@ def test_large_batches_pass_grpcs_default_4_mib_limit_both_ways():
         upstream, port, _ = await start_fake_upstream(EchoingFake(), max_message_bytes=64 * MIB)
         backend = GrpcBackend(f"127.0.0.1:{port}", max_message_bytes=64 * MIB)
         try:
-            return await backend.predict(tf_serving_request(big_images()), 10)
+            return await backend.predict(tf_serving_request(big_images()), 30)
         finally:
             await backend.close()
             await upstream.stop(None)
@@ -96,11 +96,11 @@ def test_the_gateways_grpc_server_takes_and_returns_messages_over_4_mib():
         client_options = [("grpc.max_receive_message_length", 64 * MIB)]
         try:
             async with (
-                running_gateway(port) as ports,
+                running_gateway(port, request_timeout_s=60) as ports,
                 grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc_port}", options=client_options) as channel,
             ):
                 stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-                return await stub.Predict(tf_serving_request(big_images()), timeout=10)
+                return await stub.Predict(tf_serving_request(big_images()), timeout=30)
         finally:
             await upstream.stop(None)
 
