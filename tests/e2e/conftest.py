@@ -85,19 +85,26 @@ def class_names(exported_version: Path) -> list[str]:
     return (exported_version / "assets" / "labels.txt").read_text().split()
 
 
+@contextlib.contextmanager
+def serving_over(upstream_kind: str, models_dir: Path, env: dict[str, str], log_path: Path) -> Iterator[ServeProcess]:
+    """A gateway over `models_dir`, with the embedded model server or a real `tensorflow_model_server` upstream."""
+    if upstream_kind == "embedded":
+        with running_serve(models_dir, env=env, log_path=log_path) as serving:
+            yield serving
+    else:
+        with (
+            running_tf_serving(models_dir) as target,
+            running_serve(upstream=target, env=env, log_path=log_path) as serving,
+        ):
+            yield serving
+
+
 @pytest.fixture(scope="module", params=UPSTREAMS)
 def gateway(request: pytest.FixtureRequest, e2e_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One gateway per module and upstream kind; its log lands next to the models for debugging."""
     log_path = tmp_path_factory.mktemp("logs") / "serve.log"
-    if request.param == "embedded":
-        with running_serve(e2e_models_dir, env=GATEWAY_ENV, log_path=log_path) as serving:
-            yield serving
-    else:
-        with (
-            running_tf_serving(e2e_models_dir) as target,
-            running_serve(upstream=target, env=GATEWAY_ENV, log_path=log_path) as serving,
-        ):
-            yield serving
+    with serving_over(request.param, e2e_models_dir, GATEWAY_ENV, log_path) as serving:
+        yield serving
 
 
 @contextlib.contextmanager

@@ -13,13 +13,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import random_images
-from tests.e2e.conftest import MODEL_NAME
+from tests.e2e.conftest import GATEWAY_ENV, MODEL_NAME, UPSTREAMS, serving_over
 from tests.support.gateway import subprocess_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TOLERANCE = 1e-6
 CONCURRENT_CLIENTS = 32
+# The concurrency test's gateway: a batch leaves only when full (the wait is longer than the request deadline), so
+# 32 concurrent one-image requests make exactly 2 batches however slowly they arrive; without batching they fail.
+# No default label: a probe of the absent `stable` label would go upstream alone, in a batch that never fills.
+FULL_BATCH_SIZE = CONCURRENT_CLIENTS // 2
+FULL_BATCH_ENV = {
+    **GATEWAY_ENV,
+    "TLSERVE_DEFAULT_LABEL": "",
+    "TLSERVE_MAX_BATCH_SIZE": str(FULL_BATCH_SIZE),
+    "TLSERVE_BATCH_WAIT_TIMEOUT_S": str(2 * float(GATEWAY_ENV["TLSERVE_REQUEST_TIMEOUT_S"])),
+}
 
 
 def scores_by_label(prediction: dict, class_names: list[str]) -> np.ndarray:
@@ -124,7 +134,16 @@ def test_grpc_model_status_reports_version_available(gateway):
     assert states == {1: "AVAILABLE"}
 
 
-def test_concurrent_clients_share_batches_and_each_gets_its_own_answer(gateway, reference_probabilities, class_names):
+@pytest.fixture(params=UPSTREAMS)
+def full_batch_gateway(request: pytest.FixtureRequest, e2e_models_dir, tmp_path):
+    with serving_over(request.param, e2e_models_dir, FULL_BATCH_ENV, tmp_path / "serve.log") as serving:
+        yield serving
+
+
+def test_concurrent_clients_share_batches_and_each_gets_its_own_answer(
+    full_batch_gateway, reference_probabilities, class_names
+):
+    gateway = full_batch_gateway
     images = random_images(CONCURRENT_CLIENTS, seed=16)
     before = metric_samples(gateway.metrics_text())
 
@@ -146,7 +165,7 @@ def test_concurrent_clients_share_batches_and_each_gets_its_own_answer(gateway, 
     batches = metric_total(after, "tlserve_batch_size_count") - metric_total(before, "tlserve_batch_size_count")
     batched_images = metric_total(after, "tlserve_batch_size_sum") - metric_total(before, "tlserve_batch_size_sum")
     assert batched_images == CONCURRENT_CLIENTS
-    assert batches < CONCURRENT_CLIENTS, "no upstream Predict carried more than one image"
+    assert batches == CONCURRENT_CLIENTS // FULL_BATCH_SIZE, f"{batches} upstream Predicts, not full batches"
 
 
 def test_metrics_parse_and_count_what_happened(gateway):
