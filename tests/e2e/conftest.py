@@ -132,6 +132,10 @@ def predict_version(serving: ServeProcess, image: bytes) -> int:
     """The version that answered one /predict (raises on an error answer)."""
     import httpx
 
-    response = httpx.post(f"{serving.http_url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=30)
+    # Longer than the gateway's deadline: the gateway, not this client, decides when a request took too long.
+    timeout_s = float(GATEWAY_ENV["TLSERVE_REQUEST_TIMEOUT_S"]) + 30.0
+    response = httpx.post(
+        f"{serving.http_url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=timeout_s
+    )
     assert response.status_code == 200, f"{response.status_code} {response.text}\n{serving.log_tail()}"
     return int(response.json()["version"])

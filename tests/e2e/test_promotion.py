@@ -161,7 +161,7 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
         with ModelServer(gateway.model_server_target) as client:
             move_label(repo, "demo", 2, label="canary", options=MoveOptions(server=client, drain_s=0))
-        with httpx.Client(timeout=30.0) as http:
+        with httpx.Client(timeout=float(SERVE_ENV["TLSERVE_REQUEST_TIMEOUT_S"]) + 30.0) as http:
             unpinned = [http.post(f"{gateway.http_url}/predict", json=BODY) for _ in range(40)]
             stable = {"label": "stable"}
             pinned = [http.post(f"{gateway.http_url}/predict", params=stable, json=BODY) for _ in range(20)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import LOOPBACK, free_ports, start_serve, subprocess_env
+from tests.support.gateway import LOOPBACK, free_ports, running_serve, subprocess_env
 
 pytestmark = pytest.mark.e2e
 STOP_BOUND_S = 60.0  # graceful gateway shutdown; bounds a hang, measures nothing
@@ -59,15 +59,11 @@ def test_serve_exits_2_on_malformed_upstream():
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the child process")
 def test_serve_stops_with_exit_2_when_its_model_server_dies(model_repo, tmp_path):
-    serving = start_serve(model_repo(), log_path=tmp_path / "serve.log")
-    try:
-        serving.wait_ready()
+    with running_serve(model_repo(), log_path=tmp_path / "serve.log") as serving:
         pid = serving.process.pid
         (model_server_pid,) = (int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
         os.kill(model_server_pid, signal.SIGKILL)
         assert serving.process.wait(STOP_BOUND_S) == 2
-    finally:
-        serving.stop()
     assert "tlserve: error: the embedded model server exited with code -9" in serving.log_tail()
 
 

@@ -28,8 +28,8 @@ def model_server(e2e_models_dir, tmp_path_factory):
     server.stop()
 
 
-def post_image(url: str, image: bytes, timeout_s: float = 60.0) -> httpx.Response:
-    return httpx.post(f"{url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=timeout_s)
+def post_image(url: str, image: bytes) -> httpx.Response:
+    return httpx.post(f"{url}/predict", files=[("files", ("x.png", image, "image/png"))], timeout=ANSWER_BOUND_S)
 
 
 def test_upstream_outage_gives_503_within_deadline_then_gateway_recovers(model_server, tmp_path):
@@ -40,7 +40,7 @@ def test_upstream_outage_gives_503_within_deadline_then_gateway_recovers(model_s
         model_server.stop()
         # 503 backend_unavailable (not 504 deadline_exceeded) within the client's bound: the gateway answered
         # from the refused connection, within its own deadline, instead of hanging or waiting the deadline out.
-        down = post_image(gateway.http_url, image, timeout_s=ANSWER_BOUND_S)
+        down = post_image(gateway.http_url, image)
         assert down.status_code == 503, down.text
         assert down.json()["error"]["code"] == "backend_unavailable"
         assert httpx.get(f"{gateway.http_url}/readyz", timeout=30).status_code == 503
