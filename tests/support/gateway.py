@@ -102,7 +102,8 @@ class ServeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tlserve serve exited with {self.process.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.http_url + route, timeout=2.0).status_code == 200:
+                # Above the 2 s the gateway gives its own upstream check, so a slow box still gets an answer.
+                if httpx.get(self.http_url + route, timeout=10.0).status_code == 200:
                     return
             time.sleep(0.25)
         raise TimeoutError(f"tlserve serve not ready at {route} after {timeout_s:.0f}s:\n{self.log_tail()}")
