@@ -1,18 +1,24 @@
 """The upstream model server as seen by the gateway: a `Backend` protocol and its TF Serving gRPC implementation.
 
 `GrpcBackend` keeps ONE grpc.aio channel for the gateway's lifetime, puts a deadline on every call, raises gRPC's
-4 MiB message limit (batches of images exceed it) and retries with backoff only on UNAVAILABLE.
+4 MiB message limit (batches of images exceed it) and retries with backoff only on UNAVAILABLE. The channel's load
+balancing policy decides how calls spread over the target's addresses (several TF Serving replicas):
+`pick_first` sends everything to one, `round_robin` keeps a connection to each and takes turns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 import grpc.aio
+
+if TYPE_CHECKING:
+    from service.gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +46,20 @@ class Backend(Protocol):
 class GrpcBackend:
     """TF Serving's PredictionService/ModelService over one reused grpc.aio channel."""
 
-    def __init__(self, target: str, *, max_message_bytes: int, retries: int = 2, retry_backoff_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        max_message_bytes: int,
+        retries: int = 2,
+        retry_backoff_s: float = 0.05,
+        lb_policy: str = "pick_first",
+    ) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         options = [
+            # The channel's default service config: used because neither resolver (dns, ipv4) supplies one.
+            ("grpc.service_config", json.dumps({"loadBalancingConfig": [{lb_policy: {}}]})),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             # Reconnect quickly after the model server restarts instead of gRPC's default 20 s+ backoff.
@@ -57,6 +73,17 @@ class GrpcBackend:
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._retries = retries
         self._retry_backoff_s = retry_backoff_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GrpcBackend:
+        """The backend the gateway's upstream_* settings describe."""
+        return cls(
+            settings.upstream,
+            max_message_bytes=settings.upstream_max_message_bytes,
+            retries=settings.upstream_retries,
+            retry_backoff_s=settings.upstream_retry_backoff_s,
+            lb_policy=settings.upstream_lb_policy,
+        )
 
     async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
         return await self._call(self._predictions.Predict, request, timeout_s)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.gateway.upstream_target import check_upstream_target
 from tlserve.contract import MAX_IMAGE_PIXELS
 
 MIB = 1024 * 1024
@@ -17,7 +18,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TLSERVE_", frozen=True, extra="ignore")
 
-    upstream: str = Field("localhost:8600", min_length=3, description="model server gRPC address, host:port")
+    upstream: str = Field(
+        "localhost:8600",
+        description="model server gRPC target: host:port, dns:///host:port or ipv4:addr:port,addr:port (replicas)",
+    )
+    upstream_lb_policy: Literal["pick_first", "round_robin"] = Field(
+        "pick_first",
+        description="gRPC load balancing over the upstream's addresses: pick_first (one) or round_robin (all)",
+    )
     default_model: str = Field("demo", min_length=1)
     http_host: str = "0.0.0.0"  # a container gateway listens on every interface
     http_port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
@@ -47,6 +55,11 @@ class Settings(BaseSettings):
         pattern=r"^[a-zA-Z0-9_]*$",
         description="label for unpinned requests the canary share does not pick; empty = the server's latest",
     )
+
+    @field_validator("upstream")
+    @classmethod
+    def _check_upstream(cls, value: str) -> str:
+        return check_upstream_target(value)
 
     @field_validator("api_keys", mode="before")
     @classmethod

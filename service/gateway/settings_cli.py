@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
@@ -81,6 +81,8 @@ def _source(model: type[BaseSettings], flags: Mapping[str, Any], error: ErrorDet
 
 
 def _metavar(field: FieldInfo) -> str:
+    if get_origin(field.annotation) is Literal:
+        return "{" + ",".join(map(str, get_args(field.annotation))) + "}"
     return _METAVARS.get(field.annotation, "VALUE")
 
 
