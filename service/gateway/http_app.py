@@ -42,12 +42,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream = backend or GrpcBackend(
-            settings.upstream,
-            max_message_bytes=settings.upstream_max_message_bytes,
-            retries=settings.upstream_retries,
-            retry_backoff_s=settings.upstream_retry_backoff_s,
-        )
+        upstream = backend or GrpcBackend.from_settings(settings)
         app.state.core = GatewayCore(settings, upstream, metrics, rng or random.Random())
         try:
             yield

@@ -60,12 +60,7 @@ async def serve(
     backend: Backend | None = None,
 ) -> None:
     """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set."""
-    upstream = backend or GrpcBackend(
-        settings.upstream,
-        max_message_bytes=settings.upstream_max_message_bytes,
-        retries=settings.upstream_retries,
-        retry_backoff_s=settings.upstream_retry_backoff_s,
-    )
+    upstream = backend or GrpcBackend.from_settings(settings)
     app = create_app(settings, upstream)
     config = uvicorn.Config(
         app,
