@@ -51,6 +51,10 @@ def load_documents(path: Path) -> list[dict]:
 
 
 def find(documents: list[dict], kind: str, name: str) -> dict:
-    matches = [doc for doc in documents if doc["kind"] == kind and doc["metadata"]["name"].startswith(name)]
+    """The one `kind` named `name`, or else the one whose name starts with it (generated ConfigMaps get a hash)."""
+    of_kind = [doc for doc in documents if doc["kind"] == kind]
+    matches = [doc for doc in of_kind if doc["metadata"]["name"] == name] or [
+        doc for doc in of_kind if doc["metadata"]["name"].startswith(name)
+    ]
     assert len(matches) == 1, f"expected one {kind} {name}, found {[doc['metadata']['name'] for doc in matches]}"
     return matches[0]

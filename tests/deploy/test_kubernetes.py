@@ -13,6 +13,8 @@ from tests.deploy.tools import DEPLOY, find_tool, run
 
 # A current Kubernetes release whose schemas kubernetes-validate ships.
 KUBERNETES_VERSION = "1.35.0"
+# Every ready TF Serving pod: the headless Service the gateways balance over and promote --all-replicas resolves.
+REPLICAS_UPSTREAM = "dns:///tfserving-pods.tlserve.svc.cluster.local:8500"
 VARIANTS = (*OVERLAYS, *(f"{overlay}+servicemonitor" for overlay in OVERLAYS))
 
 
@@ -53,6 +55,14 @@ def test_servicemonitors_select_existing_service_ports(rendered: dict[str, Path]
     assert {monitor["metadata"]["name"] for monitor in monitors} == {"gateway", "tfserving"}
     for monitor in monitors:
         assert monitor["metadata"]["namespace"] == "tlserve"
+        # Exactly one Service each: the headless tfserving-pods must not double TF Serving's scrape targets.
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        selected = [
+            doc["metadata"]["name"]
+            for doc in documents
+            if doc["kind"] == "Service" and selector.items() <= doc["metadata"]["labels"].items()
+        ]
+        assert selected == [monitor["metadata"]["name"]]
         service = find(documents, "Service", monitor["metadata"]["name"])
         selector = monitor["spec"]["selector"]["matchLabels"]
         assert selector.items() <= service["metadata"]["labels"].items()
@@ -136,7 +146,8 @@ def test_gateway_runs_locked_down_with_probes_and_settings(rendered: dict[str, P
     assert len(pod_spec(gateway)["topologySpreadConstraints"]) == 2
     settings = find(documents, "ConfigMap", "gateway-env")
     assert main["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
-    assert settings["data"]["TLSERVE_UPSTREAM"] == "tfserving:8500"
+    assert settings["data"]["TLSERVE_UPSTREAM"] == REPLICAS_UPSTREAM
+    assert settings["data"]["TLSERVE_UPSTREAM_LB_POLICY"] == "round_robin"
     api_keys = next(item for item in main["env"] if item["name"] == "TLSERVE_API_KEYS")
     assert api_keys["valueFrom"]["secretKeyRef"] == {"name": "tlserve-api-keys", "key": "api-keys"}
 
@@ -177,8 +188,7 @@ def test_retrain_cronjob_runs_documented_command_on_the_models_volume(rendered: 
     assert main["image"].startswith("tlserve-trainer:")
     assert main["args"][:2] == ["retrain", "/data"]
     assert "--promote-if-better" in main["args"]
-    env = {item["name"]: item["value"] for item in main["env"]}
-    assert env["TLSERVE_MODEL_SERVER"] == "tfserving:8500"
+    assert main["args"][-3:] == ["--server", "tfserving-pods:8500", "--all-replicas"]
     claims = {
         volume["persistentVolumeClaim"]["claimName"]
         for volume in pod_spec(cronjob)["volumes"]
@@ -220,7 +230,8 @@ def test_gateway_settings_in_the_configmap_are_real_settings(
     for key, value in data.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert (settings.upstream, settings.http_port, settings.grpc_port) == ("tfserving:8500", 8000, 8500)
+    assert (settings.upstream, settings.http_port, settings.grpc_port) == (REPLICAS_UPSTREAM, 8000, 8500)
+    assert settings.upstream_lb_policy == "round_robin"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -245,15 +256,39 @@ def test_admin_image_follows_its_kustomization(kubectl: Path, tmp_path: Path) ->
     assert container(admin, "admin")["image"] == "registry.example/tlserve-trainer:7"
 
 
+@pytest.mark.parametrize(("overlay", "replicas"), [("cpu", 1), ("gpu", 2)])
+def test_tf_serving_replicas_and_their_disruption_budget(
+    rendered: dict[str, Path], overlay: str, replicas: int
+) -> None:
+    documents = load_documents(rendered[overlay])
+    tfserving = find(documents, "Deployment", "tfserving")
+    assert tfserving["spec"]["replicas"] == replicas
+    pdb = find(documents, "PodDisruptionBudget", "tfserving")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "tfserving"}}}
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= tfserving["spec"]["template"]["metadata"]["labels"].items()
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_tf_serving_runs_one_replica_for_promotion(rendered: dict[str, Path], overlay: str) -> None:
-    """promote reloads the config through the Service, which reaches one pod: more replicas would diverge."""
-    tfserving = find(load_documents(rendered[overlay]), "Deployment", "tfserving")
-    assert tfserving["spec"]["replicas"] == 1
-    assert not any(
-        doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["scaleTargetRef"]["name"] == "tfserving"
-        for doc in load_documents(rendered[overlay])
-    )
+def test_headless_service_lists_every_ready_tf_serving_pod_for_the_gateway(
+    rendered: dict[str, Path], overlay: str
+) -> None:
+    documents = load_documents(rendered[overlay])
+    headless = find(documents, "Service", "tfserving-pods")
+    tfserving = find(documents, "Deployment", "tfserving")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is False  # a loading pod gets no traffic, no reload
+    assert headless["spec"]["selector"].items() <= tfserving["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = headless["spec"]["ports"]
+    container_ports = {item["name"]: item["containerPort"] for item in container(tfserving, "tfserving")["ports"]}
+    assert (port["port"], container_ports[port["targetPort"]]) == (8500, 8500)
+    # The gateway's dns:/// target names this Service in the namespace it is rendered into.
+    upstream = find(documents, "ConfigMap", "gateway-env")["data"]["TLSERVE_UPSTREAM"]
+    host = upstream.removeprefix("dns:///").rpartition(":")[0]
+    assert host.split(".")[:2] == [headless["metadata"]["name"], headless["metadata"]["namespace"]]
+    # The NetworkPolicy selects the pods themselves, so traffic to their own addresses is allowed on 8500.
+    policy = find(documents, "NetworkPolicy", "tfserving-ingress")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= headless["spec"]["selector"].items()
+    assert {"port": 8500, "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -271,10 +306,22 @@ def test_retrain_cronjob_arguments_parse_with_the_real_cli(
     args = build_parser().parse_args(main["args"])  # SystemExit 2 on any flag tlserve does not know
     assert args.handler is cli_models._retrain
     assert (args.data, args.name, args.promote_if_better, args.keep) == (Path("/data"), "demo", True, 5)
-    assert (args.offline, args.server) == (False, "tfserving:8500")
+    assert (args.offline, args.server, args.all_replicas) == (False, "tfserving-pods:8500", True)
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
     writable = {mount["mountPath"] for mount in main["volumeMounts"] if not mount.get("readOnly", False)}
     for path in (args.runs_dir, args.models_dir):
         assert any(Path(path).is_relative_to(mount) for mount in writable), f"{path} is not on a writable volume"
     assert Path(args.runs_dir).is_relative_to("/tmp")
     assert Path(args.models_dir) == Path("/models")
+
+
+def test_admin_pod_promotes_on_every_replica(admin_rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tlserve promote demo 7` typed in the admin pod goes to every address of the headless Service."""
+    from tlserve.cli import build_parser
+
+    (admin,) = load_documents(admin_rendered)
+    for item in container(admin, "admin")["env"]:
+        monkeypatch.setenv(item["name"], item["value"])
+    for argv in (["promote", "demo", "7"], ["rollback", "demo"]):
+        args = build_parser().parse_args(argv)
+        assert (args.server, args.all_replicas) == ("tfserving-pods:8500", True)
