@@ -11,6 +11,7 @@ from typing import Any
 from tlserve.console import EXIT_OK, CommandError
 
 DEFAULT_SERVER = "localhost:8600"
+_TRUE = {"1", "true", "yes"}
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -30,16 +31,28 @@ def add_models_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_all_replicas(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--all-replicas",
+        action="store_true",
+        default=os.environ.get("TLSERVE_ALL_REPLICAS", "").strip().lower() in _TRUE,
+        help="resolve each --server HOST to all its addresses (e.g. a Kubernetes headless Service) and treat "
+        "each as a replica (default: env TLSERVE_ALL_REPLICAS=1|true|yes)",
+    )
+
+
 def add_server(parser: argparse.ArgumentParser, *, offline: bool = True) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--server",
         default=os.environ.get("TLSERVE_MODEL_SERVER", DEFAULT_SERVER),
-        metavar="HOST:PORT",
-        help=f"running model server's gRPC address (default: env TLSERVE_MODEL_SERVER, else {DEFAULT_SERVER})",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="running model server's gRPC address, or its replicas' comma-separated: each reloads in turn "
+        f"(default: env TLSERVE_MODEL_SERVER, else {DEFAULT_SERVER})",
     )
     if offline:
         group.add_argument("--offline", action="store_true", help="only rewrite models.config (server not running)")
+    add_all_replicas(parser)
     parser.add_argument(
         "--server-models-dir",
         type=Path,
@@ -60,9 +73,10 @@ def _register_models(subparsers: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument(
             "--server",
             default=os.environ.get("TLSERVE_MODEL_SERVER"),
-            metavar="HOST:PORT",
-            help="also ask this model server for each version's state",
+            metavar="HOST:PORT[,HOST:PORT...]",
+            help="also ask this model server (or these replicas: merged state) for each version's state",
         )
+        add_all_replicas(parser)
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
@@ -105,11 +119,19 @@ def _register_retrain(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=_retrain)
 
 
-def move_options(args: argparse.Namespace) -> Any:
-    from training.modelservice import ModelServer
-    from training.promote import MoveOptions
+def server_targets(args: argparse.Namespace) -> list[str]:
+    """The replicas `--server` (and `--all-replicas`) name; none without --server."""
+    from training.replicas import replica_targets
 
-    server = None if getattr(args, "offline", False) else ModelServer(args.server)
+    return replica_targets(args.server, all_replicas=args.all_replicas) if args.server else []
+
+
+def move_options(args: argparse.Namespace) -> Any:
+    from training.promote import MoveOptions
+    from training.replicas import connect, replica_targets
+
+    offline = getattr(args, "offline", False)
+    server = None if offline else connect(replica_targets(args.server, all_replicas=args.all_replicas))
     return MoveOptions(
         server=server,
         server_models_dir=args.server_models_dir,
@@ -162,7 +184,7 @@ def _retrain(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from training.inventory import describe_repository
 
-    models = describe_repository(args.models_dir, server=args.server)
+    models = describe_repository(args.models_dir, servers=server_targets(args))
     if args.json:
         print(json.dumps(models, indent=2))
         return EXIT_OK
@@ -178,7 +200,7 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     from training.inventory import describe_model
 
-    model = describe_model(args.models_dir, args.name, server=args.server)
+    model = describe_model(args.models_dir, args.name, servers=server_targets(args))
     if args.json:
         print(json.dumps(model, indent=2))
         return EXIT_OK

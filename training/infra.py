@@ -14,7 +14,7 @@ from typing import Any
 
 from tlserve import contract
 from training.gates import WarmupReport, percentile
-from training.modelservice import ModelServer, ServerError
+from training.modelservice import ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,10 @@ def _timed(call: Callable[[Any], None], requests: list[Any], repeats: int) -> Wa
 
 
 def probe_on_server(
-    server: ModelServer, name: str, version: int, requests: list[Any], *, repeats: int = 3
+    server: ServingClient, name: str, version: int, requests: list[Any], *, repeats: int = 3
 ) -> WarmupReport:
-    """Replay `requests` against `name`/`version` on a running model server."""
+    """Replay `requests` against `name`/`version` on a running model server (of a replica group: the first, once
+    the version is AVAILABLE on all)."""
     if server.version_states(name).get(version) != "AVAILABLE":
         return WarmupReport(loaded=False, error=f"version {version} is not AVAILABLE on {server.target}")
 

@@ -1,10 +1,11 @@
 """What `tlserve models list/show` report: versions on disk, their labels, metrics and creation time,
-and (when a model server is given) the state it reports for each version."""
+and (when model servers are given) the state they report for each version, merged over the replicas."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +25,28 @@ def read_metadata(version_dir: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _server_states(server: str | None, name: str) -> dict[int, str] | None:
-    if not server:
+def _replica_states(servers: Sequence[str], name: str) -> dict[str, dict[int, str]] | None:
+    """{replica: {version: state}}, or None without servers or when one cannot be asked (logged, naming it)."""
+    if not servers:
         return None
-    from training.modelservice import ModelServer
+    from training.replicas import connect
 
     try:
-        with ModelServer(server, rpc_timeout_s=3.0) as client:
-            return client.version_states(name)
+        with connect(servers, rpc_timeout_s=3.0) as client:
+            return {replica.target: replica.version_states(name) for replica in client.replicas}
     except ServerError as exc:
         logger.warning("%s", exc)
         return None
 
 
-def describe_model(models_dir: Path, name: str, *, server: str | None = None) -> dict[str, Any]:
-    """One model as plain data (JSON-ready)."""
+def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) -> dict[str, Any]:
+    """One model as plain data (JSON-ready); with several servers, each version also lists `replica_states`."""
+    from training.replicas import merge_states
+
     model = modelconfig.load_model(models_dir, name)
     base = modelconfig.resolve_base_path(modelconfig.config_path(models_dir), model.base_path)
-    states = _server_states(server, name)
+    per_replica = _replica_states(servers, name)
+    states = None if per_replica is None else merge_states(list(per_replica.values()))
     served = set(model.versions) or set(list_versions(base)[-1:])
     versions = []
     for version in list_versions(base):
@@ -50,15 +55,16 @@ def describe_model(models_dir: Path, name: str, *, server: str | None = None) ->
             state = states.get(version, "not loaded")
         else:
             state = "configured" if version in served else "on disk"
-        versions.append(
-            {
-                "version": version,
-                "labels": sorted(label for label, target in model.labels.items() if target == version),
-                "metrics": metadata.get("metrics", {}),
-                "created_at": metadata.get("created_at"),
-                "state": state,
-            }
-        )
+        row = {
+            "version": version,
+            "labels": sorted(label for label, target in model.labels.items() if target == version),
+            "metrics": metadata.get("metrics", {}),
+            "created_at": metadata.get("created_at"),
+            "state": state,
+        }
+        if per_replica is not None and len(per_replica) > 1:
+            row["replica_states"] = {target: found.get(version, "not loaded") for target, found in per_replica.items()}
+        versions.append(row)
     return {
         "name": name,
         "base_path": model.base_path,
@@ -68,6 +74,6 @@ def describe_model(models_dir: Path, name: str, *, server: str | None = None) ->
     }
 
 
-def describe_repository(models_dir: Path, *, server: str | None = None) -> list[dict[str, Any]]:
+def describe_repository(models_dir: Path, *, servers: Sequence[str] = ()) -> list[dict[str, Any]]:
     config = modelconfig.read_repository_config(models_dir)
-    return [describe_model(models_dir, name, server=server) for name in modelconfig.model_names(config)]
+    return [describe_model(models_dir, name, servers=servers) for name in modelconfig.model_names(config)]

@@ -1,14 +1,16 @@
 """A small synchronous client for a running model server's ModelService (TF Serving or the embedded one).
 
 Promotion needs exactly three things from it: reload a config, read version states, and replay
-warmup requests through PredictionService for the infra gate.
+warmup requests through PredictionService for the infra gate. `ServingClient` is that interface, which
+one `ModelServer` and a `training.replicas.ReplicaGroup` of several both offer.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, Self
 
 from tlserve.console import CommandError
 
@@ -20,6 +22,30 @@ END = "END"
 
 class ServerError(CommandError):
     """The model server could not be reached or rejected a request; one line, with the server's reason."""
+
+
+class ServingClient(Protocol):
+    """What promotion, the infra gate and `models show` use: one model server, or several replicas as one."""
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def replicas(self) -> Sequence[ModelServer]: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def close(self) -> None: ...
+
+    def reload(self, config: Any) -> None: ...
+
+    def version_states(self, name: str) -> dict[int, str]: ...
+
+    def wait_available(self, name: str, version: int, *, timeout_s: float, poll_s: float = 0.1) -> None: ...
+
+    def predict(self, request: Any, *, timeout_s: float | None = None) -> Any: ...
 
 
 class ModelServer:
@@ -35,11 +61,16 @@ class ModelServer:
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
-    def __enter__(self) -> ModelServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def replicas(self) -> tuple[ModelServer]:
+        """A replica group of one: itself."""
+        return (self,)
 
     def close(self) -> None:
         self._channel.close()

@@ -4,6 +4,8 @@ TF Serving only lets a label point at a loaded version, so a move is: (1) serve 
 new is AVAILABLE, (2) point the label at new, (3) unload versions no label uses. Every step is an atomic
 config write followed by HandleReloadConfigRequest, so a promote killed at any point leaves a config the
 server accepts and that still serves the old label. Each finished move is appended to the audit log.
+With several replicas (a ReplicaGroup) every reload goes to each of them, and a failure part-way puts the
+ones that already moved back where the others are (see docs/promotion.md, "Several replicas").
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from training.modelconfig import (
     version_path,
     write_config,
 )
-from training.modelservice import ModelServer, ServerError
+from training.modelservice import ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ _LOCK_FILE = ".promote.lock"
 class MoveOptions:
     """How a move talks to the server. `server` None means offline: only models.config is rewritten."""
 
-    server: ModelServer | None = None
+    server: ServingClient | None = None  # one model server or a ReplicaGroup
     server_models_dir: Path | None = None  # models/ as the server sees it, when it runs elsewhere
     load_timeout_s: float = 120.0
     drain_s: float = 1.0  # grace before unloading the old version, for requests already routed to it
@@ -139,7 +141,9 @@ def _load_and_label(
     try:
         _apply(models_dir, labelled, options)
     except ServerError:
-        save_model(models_dir, loading)  # the server kept the step-1 config; so must the file
+        step_one = save_model(models_dir, loading)  # the server kept the step-1 config; so must the file
+        if len(options.server.replicas) > 1:
+            _reload_each(models_dir, step_one, options)  # replicas that already took step 2 go back to step 1
         raise
     logger.info("%s: %s -> %s", before.name, label, version)
     return labelled
@@ -196,16 +200,27 @@ def _apply(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
 
 def _restore(models_dir: Path, original: Any, options: MoveOptions) -> None:
     write_config(config_path(models_dir), original)
-    try:
-        _reload(models_dir, original, options)
-    except ServerError as exc:
-        logger.error("restored %s but the server did not reload it: %s", config_path(models_dir), exc)
+    _reload_each(models_dir, original, options)
+
+
+def _reload_each(models_dir: Path, config: Any, options: MoveOptions) -> None:
+    """Best effort, on every replica even when one refuses: failures are logged, the caller raises its own error."""
+    assert options.server is not None
+    for replica in options.server.replicas:
+        try:
+            replica.reload(_server_config(models_dir, config, options))
+        except ServerError as exc:
+            logger.error("%s: set back in %s but not reloaded there: %s", replica.target, config_path(models_dir), exc)
 
 
 def _reload(models_dir: Path, config: Any, options: MoveOptions) -> None:
     assert options.server is not None
-    root = options.server_models_dir or models_dir.resolve()
-    options.server.reload(absolute_config(config, root))
+    options.server.reload(_server_config(models_dir, config, options))
+
+
+def _server_config(models_dir: Path, config: Any, options: MoveOptions) -> Any:
+    """The config with relative base paths resolved as the server sees the repository."""
+    return absolute_config(config, options.server_models_dir or models_dir.resolve())
 
 
 def rollback_target(models_dir: Path, name: str, label: str = STABLE) -> tuple[int, int]:

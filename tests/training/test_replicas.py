@@ -1,0 +1,276 @@
+"""Label moves across several model server replicas: `--server a,b`, `--all-replicas`, partial failures, merged state.
+
+The replicas are real embedded model servers (in-process, real gRPC) on one models/ directory; none of them
+re-reads models.config on its own, so only a reload sent to each replica moves its label.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import random_images
+from tests.support.modelserver import free_port, predict_request, running_model_server
+from tests.training.promote_fakes import FakeModelService, start_fake
+from tlserve.cli import main
+from tlserve.console import CommandError
+from training import audit, modelconfig, replicas
+from training.modelconfig import ServedModel
+from training.modelservice import ModelServer, ServerError
+from training.promote import MoveOptions, move_label
+
+IMAGES = random_images(1, seed=7)
+WAIT_TIMEOUT_S = 60.0
+MOVE_FLAGS = ("--drain", "0.5", "--load-timeout", "120")
+
+
+@pytest.fixture
+def repo(model_repo) -> Path:
+    models_dir = model_repo("demo", versions=(1, 2, 3))
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    return models_dir
+
+
+def stable_version(server) -> int:
+    """The version that answers a Predict pinned to label stable on this replica."""
+    response = server.prediction_stub().Predict(predict_request(IMAGES, "demo", version_label="stable"), timeout=30)
+    return int(response.model_spec.version.value)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_promote_with_a_server_list_moves_stable_on_every_replica(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_model_server(repo) as first, running_model_server(repo) as second:
+        servers = f"{first.target},{second.target}"
+        code, out, err = run(capsys, "promote", "demo", "2", "--models-dir", str(repo), "--server", servers,
+                             *MOVE_FLAGS)  # fmt: skip
+
+        assert code == 0, err
+        assert out.strip() == "demo: stable 1 -> 2"
+        assert (stable_version(first), stable_version(second)) == (2, 2)
+        for replica in (first, second):  # step 3 reached both: the old version is unloaded everywhere
+            with ModelServer(replica.target) as client:
+                assert client.version_states("demo").get(1) != "AVAILABLE"
+
+
+@dataclass(frozen=True)
+class Answer:
+    replica: int
+    started: float
+    finished: float
+    version: int | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Moved:
+    started: float
+    finished: float
+    version: int
+
+
+def predict_loop(servers: list, stop: threading.Event, answers: list[Answer]) -> None:
+    """Alternate pinned (label=stable) Predicts between the replicas until stopped; record every outcome."""
+    stubs = [server.prediction_stub() for server in servers]
+    request = predict_request(IMAGES, "demo", version_label="stable")
+    turn = 0
+    while not stop.is_set():
+        replica = turn % len(stubs)
+        turn += 1
+        started = time.monotonic()
+        try:
+            version = int(stubs[replica].Predict(request, timeout=60).model_spec.version.value)
+            answers.append(Answer(replica, started, time.monotonic(), version))
+        except Exception as exc:  # any failure is the finding: recorded and asserted on below
+            answers.append(Answer(replica, started, time.monotonic(), None, str(exc)[:200]))
+
+
+def wait_for_answers_after(answers: list[Answer], since: float, replica_count: int) -> None:
+    """Until every replica answered two requests that started after `since` (bounded)."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        counts = [sum(1 for a in list(answers) if a.replica == r and a.started > since) for r in range(replica_count)]
+        if min(counts) >= 2:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"replicas did not answer within {WAIT_TIMEOUT_S:.0f} s after a move")
+
+
+@pytest.mark.slow
+def test_moves_across_replicas_fail_no_request_and_switch_every_replicas_answers(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = [("promote", "2", 2), ("rollback", None, 1), ("promote", "3", 3), ("rollback", None, 1)]
+    answers: list[Answer] = []
+    moves: list[Moved] = []
+    stop = threading.Event()
+    with running_model_server(repo) as first, running_model_server(repo) as second:
+        common = ["--models-dir", str(repo), "--server", f"{first.target},{second.target}", *MOVE_FLAGS]
+        loop = threading.Thread(target=predict_loop, args=([first, second], stop, answers), daemon=True)
+        loop.start()
+        try:
+            wait_for_answers_after(answers, 0.0, 2)
+            for command, version, expected in plan:
+                started = time.monotonic()
+                code, _, err = run(capsys, command, "demo", *([version] if version else []), *common)
+                assert code == 0, err
+                moves.append(Moved(started, time.monotonic(), expected))
+                wait_for_answers_after(answers, moves[-1].finished, 2)
+        finally:
+            stop.set()
+            loop.join(timeout=120)
+
+    assert [a.error for a in answers if a.error] == []
+    next_starts = [move.started for move in moves[1:]] + [float("inf")]
+    for move, next_start in zip(moves, next_starts, strict=True):
+        # Every request sent between two moves, to either replica, is answered by the version the move installed.
+        between = [a for a in answers if move.finished < a.started and a.finished < next_start]
+        assert {a.replica for a in between} == {0, 1}
+        assert {a.version for a in between} == {move.version}
+
+
+@pytest.mark.slow
+def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_the_old_stable(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens there: the connection is refused
+    with running_model_server(repo) as alive:
+        code, _, err = run(capsys, "promote", "demo", "2", "--models-dir", str(repo), "--server",
+                           f"{alive.target},{dead}", *MOVE_FLAGS)  # fmt: skip
+
+        assert code == 2
+        [line] = err.strip().splitlines()
+        assert dead in line
+        assert "UNAVAILABLE" in line
+        assert alive.target in line  # it took step 1 before the dead one failed (and was put back since)
+        assert stable_version(alive) == 1
+        with ModelServer(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
+            deadline = time.monotonic() + WAIT_TIMEOUT_S
+            while client.version_states("demo").get(2) == "AVAILABLE" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.version_states("demo").get(2) != "AVAILABLE"
+    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (1,), {"stable": 1})
+    assert audit.read_records(repo) == []
+
+
+class RefusesTheLabelStep(FakeModelService):
+    """Accepts the first config (step 1) and refuses the next one (the label step) like a server gone wrong."""
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802 (gRPC method name)
+        from tensorflow_serving.apis import model_management_pb2
+
+        if len(self.accepted) >= 2:  # the boot config and step 1
+            return model_management_pb2.ReloadConfigResponse(status={"error_code": 13, "error_message": "disk full"})
+        return super().HandleReloadConfigRequest(request, context)
+
+
+def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_step_one(repo: Path) -> None:
+    boot = modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo)
+    moved, refusing = FakeModelService(repo), RefusesTheLabelStep(repo)
+    for fake in (moved, refusing):
+        fake.boot(boot)
+    started = [start_fake(moved), start_fake(refusing)]
+    group = replicas.connect([target for _, target in started])
+    try:
+        with pytest.raises(
+            ServerError, match=rf"{started[1][1]} rejected the config: disk full.*took.*{started[0][1]}"
+        ):
+            move_label(repo, "demo", 2, options=MoveOptions(server=group, drain_s=0))
+    finally:
+        group.close()
+        for grpc_server, _ in started:
+            grpc_server.stop(None)
+
+    step_one = ServedModel("demo", "demo", (1, 2), {"stable": 1})
+    assert modelconfig.get_model(moved.accepted[-1], "demo").labels == {"stable": 1}  # set back from stable 2
+    assert modelconfig.get_model(moved.accepted[-2], "demo").labels == {"stable": 2}
+    assert modelconfig.load_model(repo, "demo") == step_one
+    assert audit.read_records(repo) == []
+
+
+def fake_getaddrinfo(table: dict[str, list[tuple[int, str]]]):
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port)) for family, address in table[host]
+        ]
+
+    return getaddrinfo
+
+
+def test_all_replicas_resolves_every_address_brackets_ipv6_and_drops_duplicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = {
+        "tfserving-pods": [(socket.AF_INET, "10.0.0.5"), (socket.AF_INET, "10.0.0.6"), (socket.AF_INET, "10.0.0.5")],
+        "v6-pods": [(socket.AF_INET6, "fd00::7")],
+    }
+    monkeypatch.setattr(replicas.socket, "getaddrinfo", fake_getaddrinfo(table))
+
+    assert replicas.replica_targets("tfserving-pods:8500", all_replicas=True) == ["10.0.0.5:8500", "10.0.0.6:8500"]
+    assert replicas.replica_targets("v6-pods:8500,tfserving-pods:8500", all_replicas=True) == [
+        "[fd00::7]:8500", "10.0.0.5:8500", "10.0.0.6:8500"]  # fmt: skip
+    assert replicas.replica_targets("tfserving-pods:8500") == ["tfserving-pods:8500"]  # without the flag: as given
+    with pytest.raises(CommandError, match="cannot resolve nowhere"):
+        replicas.replica_targets("nowhere:8500", all_replicas=True)
+    monkeypatch.setitem(table, "empty", [])
+    with pytest.raises(CommandError, match="empty has no addresses"):
+        replicas.replica_targets("empty:8500", all_replicas=True)
+
+
+def test_server_lists_and_the_all_replicas_environment_reach_the_commands(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replicas.socket, "getaddrinfo", fake_getaddrinfo({}))
+    monkeypatch.setenv("TLSERVE_ALL_REPLICAS", "yes")
+    code, _, err = run(capsys, "promote", "demo", "2", "--models-dir", str(repo), "--server", "tfserving-pods:8500")
+    assert code == 2
+    assert (
+        err.strip()
+        == "tlserve: error: --all-replicas: cannot resolve tfserving-pods: [Errno -2] Name or service not known"
+    )
+
+    monkeypatch.delenv("TLSERVE_ALL_REPLICAS")
+    code, _, err = run(capsys, "rollback", "demo", "--models-dir", str(repo), "--server", "a:1,,b:2")
+    assert (code, len(err.strip().splitlines())) == (2, 1)
+    assert "empty address" in err
+    assert replicas.parse_servers("a:1, b:2,a:1") == ["a:1", "b:2"]
+    with pytest.raises(CommandError, match="expected HOST:PORT"):
+        replicas.split_host_port("[::1]")
+
+
+def test_merged_state_is_available_only_where_every_replica_has_it_available() -> None:
+    merged = replicas.merge_states([{1: "AVAILABLE", 2: "AVAILABLE", 3: "LOADING"}, {1: "AVAILABLE", 2: "LOADING"}])
+    assert merged == {1: "AVAILABLE", 2: "LOADING"}  # 3 is not loaded on the second replica at all
+    assert replicas.merge_states([{4: "AVAILABLE"}, {4: "END"}]) == {4: "END"}
+
+
+@pytest.mark.slow
+def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with running_model_server(repo) as first, running_model_server(repo) as second:
+        loading_two = modelconfig.put_model(modelconfig.read_config(repo / "models.config"),
+                                            ServedModel("demo", "demo", (1, 2), {"stable": 1}))  # fmt: skip
+        with ModelServer(first.target) as client:  # only the first replica loads version 2
+            client.reload(modelconfig.absolute_config(loading_two, repo))
+            client.wait_available("demo", 2, timeout_s=WAIT_TIMEOUT_S)
+        code, out, err = run(capsys, "models", "show", "demo", "--models-dir", str(repo), "--json",
+                             "--server", f"{first.target},{second.target}")  # fmt: skip
+
+    assert code == 0, err
+    states = {row["version"]: (row["state"], row["replica_states"]) for row in json.loads(out)["versions"]}
+    assert states[1] == ("AVAILABLE", {first.target: "AVAILABLE", second.target: "AVAILABLE"})
+    assert states[2] == ("not loaded", {first.target: "AVAILABLE", second.target: "not loaded"})

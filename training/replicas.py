@@ -1,0 +1,140 @@
+"""Several TF Serving replicas driven as one model server: which addresses `--server` names, and the group.
+
+`--server a:8500,b:8500` lists the replicas; with `--all-replicas` each HOST is resolved to every address
+it has (a Kubernetes headless Service has one per ready pod), so a label move reaches every pod and not
+the one a ClusterIP Service happens to pick.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+from tlserve.console import CommandError
+from training.modelservice import AVAILABLE, ModelServer, ServerError, ServingClient
+
+logger = logging.getLogger(__name__)
+
+# Least ready first. A version some replica does not report at all ranks below these (it is not loaded there).
+READINESS = ("END", "UNLOADING", "UNKNOWN", "START", "LOADING", AVAILABLE)
+
+
+def parse_servers(spec: str) -> list[str]:
+    """`HOST:PORT[,HOST:PORT...]` as a list of targets in order, duplicates removed; an empty item is an error."""
+    targets = [item.strip() for item in spec.split(",")]
+    if not all(targets):
+        raise CommandError(f"--server {spec!r}: empty address in the list (expected HOST:PORT[,HOST:PORT...])")
+    return list(dict.fromkeys(targets))
+
+
+def split_host_port(target: str) -> tuple[str, int]:
+    """("host", port) of `host:port` or `[ipv6]:port`; CommandError when there is no numeric port."""
+    host, _, port = target.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit():
+        raise CommandError(f"--server {target!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def resolve_replicas(targets: Iterable[str]) -> list[str]:
+    """Every distinct TCP address of every target's HOST, as `addr:port` (IPv6 as `[addr]:port`)."""
+    resolved: list[str] = []
+    for target in targets:
+        resolved += _addresses(*split_host_port(target))
+    return list(dict.fromkeys(resolved))
+
+
+def _addresses(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CommandError(f"--all-replicas: cannot resolve {host}: {exc}") from exc
+    addresses = [_format(str(info[4][0]), port, info[0]) for info in infos]
+    if not addresses:
+        raise CommandError(f"--all-replicas: {host} has no addresses (no ready replica?)")
+    return addresses
+
+
+def _format(address: str, port: int, family: int) -> str:
+    return f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+
+
+def replica_targets(spec: str, *, all_replicas: bool = False) -> list[str]:
+    """The replicas `--server SPEC [--all-replicas]` names, each one gRPC target."""
+    targets = parse_servers(spec)
+    return resolve_replicas(targets) if all_replicas else targets
+
+
+def connect(targets: Sequence[str], *, rpc_timeout_s: float = 30.0) -> ServingClient:
+    """One ModelServer for one target (the single-server behaviour), a ReplicaGroup for several."""
+    if len(targets) == 1:
+        return ModelServer(targets[0], rpc_timeout_s=rpc_timeout_s)
+    return ReplicaGroup([ModelServer(target, rpc_timeout_s=rpc_timeout_s) for target in targets])
+
+
+def merge_states(per_replica: Sequence[Mapping[int, str]]) -> dict[int, str]:
+    """One state per version: AVAILABLE only when every replica says so, else the least ready replica's state.
+
+    A version that some replica does not report is left out: it is not loaded everywhere.
+    """
+    merged: dict[int, str] = {}
+    versions = set.intersection(*(set(states) for states in per_replica)) if per_replica else set()
+    for version in sorted(versions):
+        merged[version] = min((states[version] for states in per_replica), key=_readiness)
+    return merged
+
+
+def _readiness(state: str) -> int:
+    return READINESS.index(state) if state in READINESS else -1
+
+
+class ReplicaGroup:
+    """Model servers that serve the same repository, used as one (the ServingClient interface)."""
+
+    def __init__(self, replicas: Sequence[ModelServer]) -> None:
+        if not replicas:
+            raise ValueError("a replica group needs at least one model server")
+        self.replicas = tuple(replicas)
+        self.target = ",".join(replica.target for replica in self.replicas)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.close()
+
+    def reload(self, config: Any) -> None:
+        """Each replica in turn; the first refusal stops it with a ServerError that says who already took it."""
+        reloaded: list[str] = []
+        for replica in self.replicas:
+            try:
+                replica.reload(config)
+            except ServerError as exc:
+                took = ", ".join(reloaded) if reloaded else "none"
+                raise ServerError(f"{exc} (replicas that already took this config: {took})") from exc
+            reloaded.append(replica.target)
+
+    def version_states(self, name: str) -> dict[int, str]:
+        """Merged over the replicas (see merge_states)."""
+        return merge_states([replica.version_states(name) for replica in self.replicas])
+
+    def wait_available(self, name: str, version: int, *, timeout_s: float, poll_s: float = 0.1) -> None:
+        """Until `version` is AVAILABLE on every replica, all within one `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        for replica in self.replicas:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                replica.wait_available(name, version, timeout_s=remaining, poll_s=poll_s)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc} on replica {replica.target}") from exc
+
+    def predict(self, request: Any, *, timeout_s: float | None = None) -> Any:
+        """On the first replica: the infra gate times one server, and every replica loads the same files."""
+        return self.replicas[0].predict(request, timeout_s=timeout_s)
