@@ -58,8 +58,12 @@ class GrpcBackend:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         options = [
-            # The channel's default service config: used because neither resolver (dns, ipv4) supplies one.
+            # The load balancing policy as the channel's default service config; a DNS TXT record may not replace it.
             ("grpc.service_config", json.dumps({"loadBalancingConfig": [{lb_policy: {}}]})),
+            ("grpc.service_config_disable_resolution", 1),
+            # gRPC re-resolves a dns:/// target only when a connection is lost, and by default not within 30 s of
+            # the last time: a TF Serving pod replaced by a rollout would leave the gateway on stale addresses.
+            ("grpc.dns_min_time_between_resolutions_ms", 1000),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             # Reconnect quickly after the model server restarts instead of gRPC's default 20 s+ backoff.
