@@ -5,7 +5,8 @@
 #   TLSERVE_DATA_DIR=/data TLSERVE_MODEL_NAME=demo scripts/retrain_and_promote.sh [extra tlserve retrain flags]
 #
 # Environment: TLSERVE_DATA_DIR (required), TLSERVE_MODEL_NAME (default demo), TLSERVE_MODELS_DIR (default models),
-# TLSERVE_MODEL_SERVER (the running model server, default localhost:8600; TLSERVE_OFFLINE=1 when none runs),
+# TLSERVE_MODEL_SERVER (the running model server, default localhost:8600, or its replicas comma-separated;
+# TLSERVE_ALL_REPLICAS=1 resolves each host to all its addresses, e.g. a headless Service; TLSERVE_OFFLINE=1 when none runs),
 # TLSERVE_KEEP_VERSIONS (retention after a promotion, default 5), TLSERVE_TLSERVE (the command, default tlserve).
 # Exit codes are tlserve's: 0 promoted (or passed and left as canary), 1 kept back by a gate, 2 error;
 # 75 (EX_TEMPFAIL) when another retrain of the same repository is still running.
