@@ -47,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     serve.add_argument(
         "--upstream",
-        metavar="HOST:PORT",
+        metavar="TARGET",
         default=os.environ.get("TLSERVE_UPSTREAM"),
-        help="use this model server (TF Serving in production) instead of starting the embedded one "
+        help="use this model server (TF Serving in production) instead of starting the embedded one: HOST:PORT, "
+        "dns:///HOST:PORT or ipv4:ADDR:PORT[,ADDR:PORT...] (several replicas: see --upstream-lb-policy) "
         "(env TLSERVE_UPSTREAM)",
     )
     # --upstream, --http-port and --grpc-port are Settings fields with hand-written flags (their dest is the field
@@ -132,7 +133,6 @@ def run_serve(args: argparse.Namespace) -> int:
     """Check the ports, start the model server child if needed, run the gateway until it stops."""
     embedded = args.upstream is None
     upstream = f"{LOOPBACK}:{args.model_server_port}" if embedded else args.upstream
-    split_host_port(upstream)
     settings = gateway_settings(args, upstream)
     if embedded and not args.models_dir.is_dir():
         raise CommandError(f"models directory not found: {args.models_dir}")

@@ -53,7 +53,10 @@ def test_serve_exits_2_without_models_dir(tmp_path):
 def test_serve_exits_2_on_malformed_upstream():
     result = run_serve("--upstream", "no-port-here")
     assert result.returncode == 2
-    assert result.stderr.strip() == "tlserve: error: expected HOST:PORT, got 'no-port-here'"
+    assert result.stderr.strip() == (
+        "tlserve: error: --upstream no-port-here: value error, expected HOST:PORT, dns:///HOST:PORT or "
+        "ipv4:ADDR:PORT[,ADDR:PORT...], got 'no-port-here'"
+    )
 
 
 @pytest.mark.slow
