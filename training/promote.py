@@ -206,9 +206,10 @@ def _restore(models_dir: Path, original: Any, options: MoveOptions) -> None:
 def _reload_each(models_dir: Path, config: Any, options: MoveOptions) -> None:
     """Best effort, on every replica even when one refuses: failures are logged, the caller raises its own error."""
     assert options.server is not None
+    resolved = _server_config(models_dir, config, options)
     for replica in options.server.replicas:
         try:
-            replica.reload(_server_config(models_dir, config, options))
+            replica.reload(resolved)
         except ServerError as exc:
             logger.error("%s: set back in %s but not reloaded there: %s", replica.target, config_path(models_dir), exc)
 
