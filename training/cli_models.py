@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from tlserve.console import EXIT_OK, CommandError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "localhost:8600"
 _TRUE = {"1", "true", "yes"}
@@ -120,23 +124,37 @@ def _register_retrain(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def server_targets(args: argparse.Namespace) -> list[str]:
-    """The replicas `--server` (and `--all-replicas`) name; none without --server."""
-    from training.replicas import replica_targets
+    """The replicas `models list/show --server` names; none without --server.
 
-    return replica_targets(args.server, all_replicas=args.all_replicas) if args.server else []
+    A name that does not resolve (e.g. no ready pod behind a headless Service) is only a warning here:
+    the states then come from models.config, as when a server cannot be asked.
+    """
+    from training.replicas import check_servers, replica_targets
+
+    if not args.server:
+        return []
+    check_servers(args.server, all_replicas=args.all_replicas)
+    try:
+        return replica_targets(args.server, all_replicas=args.all_replicas)
+    except CommandError as exc:
+        logger.warning("%s; showing the states models.config gives", exc)
+        return []
 
 
 def move_options(args: argparse.Namespace) -> Any:
+    """MoveOptions for one command or one retrain move; with --all-replicas the names are resolved now."""
     from training.promote import MoveOptions
     from training.replicas import connect, replica_targets
 
-    offline = getattr(args, "offline", False)
-    server = None if offline else connect(replica_targets(args.server, all_replicas=args.all_replicas))
+    if getattr(args, "offline", False):
+        return MoveOptions(load_timeout_s=args.load_timeout, drain_s=args.drain)
+    resolve = functools.partial(replica_targets, args.server, all_replicas=args.all_replicas)
     return MoveOptions(
-        server=server,
+        server=connect(resolve()),
         server_models_dir=args.server_models_dir,
         load_timeout_s=args.load_timeout,
         drain_s=args.drain,
+        discover=resolve if args.all_replicas else None,
     )
 
 

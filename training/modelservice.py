@@ -101,7 +101,10 @@ class ModelServer:
 
     def wait_available(self, name: str, version: int, *, timeout_s: float, poll_s: float = 0.1) -> None:
         """Block until `version` is AVAILABLE; TimeoutError names the last state seen."""
-        deadline = time.monotonic() + timeout_s
+        self.wait_until(name, version, deadline=time.monotonic() + timeout_s, timeout_s=timeout_s, poll_s=poll_s)
+
+    def wait_until(self, name: str, version: int, *, deadline: float, timeout_s: float, poll_s: float = 0.1) -> None:
+        """wait_available up to a monotonic `deadline` shared with other waits; a timeout names `timeout_s`."""
         state = "UNKNOWN"
         while True:
             state = self.version_states(name).get(version, "UNKNOWN")

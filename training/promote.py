@@ -5,7 +5,8 @@ new is AVAILABLE, (2) point the label at new, (3) unload versions no label uses.
 config write followed by HandleReloadConfigRequest, so a promote killed at any point leaves a config the
 server accepts and that still serves the old label. Each finished move is appended to the audit log.
 With several replicas (a ReplicaGroup) every reload goes to each of them, and a failure part-way puts the
-ones that already moved back where the others are (see docs/promotion.md, "Several replicas").
+ones that already moved back where the others are (see docs/promotion.md, "Several replicas"). With
+`--all-replicas` the names are resolved again after the move, and a replica that appeared meanwhile is an error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import fcntl
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from training.modelconfig import (
     write_config,
 )
 from training.modelservice import ServerError, ServingClient
+from training.replicas import PartialReload
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class MoveOptions:
     load_timeout_s: float = 120.0
     drain_s: float = 1.0  # grace before unloading the old version, for requests already routed to it
     unload: bool = True
+    # --all-replicas: resolves the replicas afresh, to find any that became ready during the move.
+    discover: Callable[[], Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ def move_label(
             labelled = _load_and_label(models_dir, before, label, version, options)
             audit.append_record(models_dir, record)
             _unload_unlabelled(models_dir, labelled, options)
+            _require_no_newcomers(record, options)
         return Move(name, label, old, version, metrics=dict(metrics or {}))
 
 
@@ -131,20 +136,20 @@ def _load_and_label(
     try:
         _apply(models_dir, loading, options)
         options.server.wait_available(before.name, version, timeout_s=options.load_timeout_s)
-    except ServerError:
-        _restore(models_dir, original, options)
-        raise
+    except ServerError as exc:
+        raise _set_back(exc, _restore(models_dir, original, options), options) from exc
     except TimeoutError as exc:
         _restore(models_dir, original, options)
         raise Refused(f"{before.name} version {version} did not become AVAILABLE, {label} unchanged: {exc}") from exc
     labelled = _with_label(loading, label, version, models_dir)
     try:
         _apply(models_dir, labelled, options)
-    except ServerError:
+    except ServerError as exc:
         step_one = save_model(models_dir, loading)  # the server kept the step-1 config; so must the file
-        if len(options.server.replicas) > 1:
-            _reload_each(models_dir, step_one, options)  # replicas that already took step 2 go back to step 1
-        raise
+        if len(options.server.replicas) == 1:
+            raise
+        # Replicas that already took step 2 go back to step 1.
+        raise _set_back(exc, _reload_each(models_dir, step_one, options), options) from exc
     logger.info("%s: %s -> %s", before.name, label, version)
     return labelled
 
@@ -159,6 +164,25 @@ def _unload_unlabelled(models_dir: Path, labelled: ServedModel, options: MoveOpt
     except ServerError:
         save_model(models_dir, labelled)  # the server kept serving the step-2 config; so must the file
         raise
+
+
+def _require_no_newcomers(record: audit.AuditRecord, options: MoveOptions) -> None:
+    """CommandError naming replicas that resolve now but were not in the move: they may serve older labels."""
+    if options.discover is None or options.server is None:
+        return
+    try:
+        found = options.discover()
+    except CommandError as exc:
+        logger.warning("%s; replicas that became ready during the move are not detected", exc)
+        return
+    moved = {replica.target for replica in options.server.replicas}
+    newcomers = [target for target in found if target not in moved]
+    if newcomers:
+        raise CommandError(
+            f"{record.model}: {record.label} moved to {record.new_version}, but {', '.join(newcomers)} became ready "
+            "during the move and may serve the labels of an older models.config: restart it (it reads the file, "
+            "now current, at start-up)"
+        )
 
 
 def _finish_interrupted(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
@@ -198,20 +222,35 @@ def _apply(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
     _reload(models_dir, config, options)
 
 
-def _restore(models_dir: Path, original: Any, options: MoveOptions) -> None:
+def _restore(models_dir: Path, original: Any, options: MoveOptions) -> list[str]:
     write_config(config_path(models_dir), original)
-    _reload_each(models_dir, original, options)
+    return _reload_each(models_dir, original, options)
 
 
-def _reload_each(models_dir: Path, config: Any, options: MoveOptions) -> None:
-    """Best effort, on every replica even when one refuses: failures are logged, the caller raises its own error."""
+def _reload_each(models_dir: Path, config: Any, options: MoveOptions) -> list[str]:
+    """Best effort, on every replica even when one refuses; returns (and logs) those that did not take it."""
     assert options.server is not None
     resolved = _server_config(models_dir, config, options)
+    failed = []
     for replica in options.server.replicas:
         try:
             replica.reload(resolved)
         except ServerError as exc:
             logger.error("%s: set back in %s but not reloaded there: %s", replica.target, config_path(models_dir), exc)
+            failed.append(replica.target)
+    return failed
+
+
+def _set_back(
+    exc: ServerError, failed: Sequence[str], options: MoveOptions, done: str = "set back to the previous config"
+) -> ServerError:
+    """The one-line error once a config was reloaded on every replica again: the cause, and where it did not take."""
+    assert options.server is not None
+    if len(options.server.replicas) == 1:
+        return exc
+    reason = exc.reason if isinstance(exc, PartialReload) else str(exc)
+    where = f"every replica but {', '.join(failed)}; see the log" if failed else "every replica"
+    return ServerError(f"{reason} ({done} on {where})")
 
 
 def _reload(models_dir: Path, config: Any, options: MoveOptions) -> None:
@@ -282,11 +321,19 @@ def drop_label(
         if old is None:
             return None
         after = _after_drop(before, label)
+        record = audit.AuditRecord("unlabel", name, label, old, None, reason=reason)
         if options.server is None:
             save_model(models_dir, after)
         else:
-            _apply(models_dir, after, options)
-        audit.append_record(models_dir, audit.AuditRecord("unlabel", name, label, old, None, reason=reason))
+            config = save_model(models_dir, after)
+            try:
+                _reload(models_dir, config, options)
+            except ServerError as exc:
+                # The file drops the label; the replicas after the refusing one must drop it too.
+                failed = _reload_each(models_dir, config, options)
+                audit.append_record(models_dir, record)
+                raise _set_back(exc, failed, options, done=f"{label} removed") from exc
+        audit.append_record(models_dir, record)
         return old
 
 

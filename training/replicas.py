@@ -48,11 +48,16 @@ def resolve_replicas(targets: Iterable[str]) -> list[str]:
 
 
 def _addresses(host: str, port: int) -> list[str]:
+    """The host's IPv4 addresses, or its IPv6 ones when it has no IPv4 address.
+
+    One family only: a dual-stack name (localhost: 127.0.0.1 and ::1) is one server, not two replicas.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise CommandError(f"--all-replicas: cannot resolve {host}: {exc}") from exc
-    addresses = [_format(str(info[4][0]), port, info[0]) for info in infos]
+    ipv4 = [info for info in infos if info[0] == socket.AF_INET]
+    addresses = [_format(str(info[4][0]), port, info[0]) for info in ipv4 or infos]
     if not addresses:
         raise CommandError(f"--all-replicas: {host} has no addresses (no ready replica?)")
     return addresses
@@ -66,6 +71,14 @@ def replica_targets(spec: str, *, all_replicas: bool = False) -> list[str]:
     """The replicas `--server SPEC [--all-replicas]` names, each one gRPC target."""
     targets = parse_servers(spec)
     return resolve_replicas(targets) if all_replicas else targets
+
+
+def check_servers(spec: str, *, all_replicas: bool = False) -> None:
+    """CommandError now for a `--server` that is malformed; no name is looked up (that happens at each move)."""
+    targets = parse_servers(spec)
+    if all_replicas:
+        for target in targets:
+            split_host_port(target)
 
 
 def connect(targets: Sequence[str], *, rpc_timeout_s: float = 30.0) -> ServingClient:
@@ -91,6 +104,15 @@ def _readiness(state: str) -> int:
     return READINESS.index(state) if state in READINESS else -1
 
 
+class PartialReload(ServerError):
+    """A replica refused a config that the replicas before it had already taken."""
+
+    def __init__(self, reason: str, reloaded: Sequence[str]) -> None:
+        super().__init__(f"{reason} (replicas that already took this config: {', '.join(reloaded) or 'none'})")
+        self.reason = reason
+        self.reloaded = tuple(reloaded)
+
+
 class ReplicaGroup:
     """Model servers that serve the same repository, used as one (the ServingClient interface)."""
 
@@ -111,14 +133,13 @@ class ReplicaGroup:
             replica.close()
 
     def reload(self, config: Any) -> None:
-        """Each replica in turn; the first refusal stops it with a ServerError that says who already took it."""
+        """Each replica in turn; the first refusal stops it with a PartialReload that says who already took it."""
         reloaded: list[str] = []
         for replica in self.replicas:
             try:
                 replica.reload(config)
             except ServerError as exc:
-                took = ", ".join(reloaded) if reloaded else "none"
-                raise ServerError(f"{exc} (replicas that already took this config: {took})") from exc
+                raise PartialReload(str(exc), reloaded) from exc
             reloaded.append(replica.target)
 
     def version_states(self, name: str) -> dict[int, str]:
@@ -126,12 +147,11 @@ class ReplicaGroup:
         return merge_states([replica.version_states(name) for replica in self.replicas])
 
     def wait_available(self, name: str, version: int, *, timeout_s: float, poll_s: float = 0.1) -> None:
-        """Until `version` is AVAILABLE on every replica, all within one `timeout_s`."""
+        """Until `version` is AVAILABLE on every replica, all within one `timeout_s` (the one a timeout names)."""
         deadline = time.monotonic() + timeout_s
         for replica in self.replicas:
-            remaining = max(deadline - time.monotonic(), 0.0)
             try:
-                replica.wait_available(name, version, timeout_s=remaining, poll_s=poll_s)
+                replica.wait_until(name, version, deadline=deadline, timeout_s=timeout_s, poll_s=poll_s)
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc} on replica {replica.target}") from exc
 

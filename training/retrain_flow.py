@@ -2,16 +2,19 @@
 
 A refused candidate loses its canary label (so the gateway's canary share stops reaching it) but stays on
 disk for inspection; the refusal, with every gate's numbers, is in the audit log and the exit message.
+Each label move connects afresh (with --all-replicas: resolves the replicas again), since training takes hours.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tlserve.console import Refused
+from tlserve.console import CommandError, Refused
 from training import audit, gates, infra
 from training.gates import GateRefused, GateResult, Metrics, WarmupReport
 from training.modelconfig import load_model
@@ -33,23 +36,34 @@ class RetrainFlow:
     """One retrain run; `run()` returns a JSON-ready summary or raises GateRefused / CommandError."""
 
     def __init__(self, args: argparse.Namespace, options: MoveOptions | None = None) -> None:
-        from training.cli_models import move_options
+        """`options` fixes the server for every move (the caller closes it); by default each move builds its own."""
+        from training.replicas import check_servers
 
         self.args = args
         self.models_dir: Path = args.models_dir
         self.name: str = args.name
         self.thresholds = thresholds_from_args(args)
-        self.options = options if options is not None else move_options(args)
+        self.fixed_options = options
+        if options is None and not getattr(args, "offline", False):
+            check_servers(args.server, all_replicas=args.all_replicas)  # a typo fails before hours of training
         self.summary: dict[str, Any] = {}  # filled once the gates ran, also when they refuse
 
-    def run(self) -> dict[str, Any]:
-        try:
-            return self._run()
-        finally:
-            if self.options.server is not None:
-                self.options.server.close()
+    @contextlib.contextmanager
+    def move_options(self) -> Iterator[MoveOptions]:
+        """Options for one step, connected now: the replicas resolved when the retrain started may be gone."""
+        if self.fixed_options is not None:
+            yield self.fixed_options
+            return
+        from training.cli_models import move_options
 
-    def _run(self) -> dict[str, Any]:
+        options: MoveOptions = move_options(self.args)
+        try:
+            yield options
+        finally:
+            if options.server is not None:
+                options.server.close()
+
+    def run(self) -> dict[str, Any]:
         from training.publish import publish_run
 
         baseline = find_baseline(self.models_dir, self.name)
@@ -112,15 +126,17 @@ class RetrainFlow:
         """
         if baseline.version is None or STABLE in load_model(self.models_dir, self.name).labels:
             return
-        move_label(self.models_dir, self.name, baseline.version, label=STABLE, options=self.options,
-                   reason="pin served version before retrain")  # fmt: skip
+        with self.move_options() as options:
+            move_label(self.models_dir, self.name, baseline.version, label=STABLE, options=options,
+                       reason="pin served version before retrain")  # fmt: skip
         print(f"pinned {self.name} version {baseline.version} as {STABLE} (it was served without a label)")
 
     def _label_canary(self, candidate: int) -> str:
         """Label the candidate `canary` (loading it on the server); returns why it could not load, or ""."""
         try:
-            move_label(self.models_dir, self.name, candidate, label=CANARY, options=self.options,
-                       reason="retrain candidate")  # fmt: skip
+            with self.move_options() as options:
+                move_label(self.models_dir, self.name, candidate, label=CANARY, options=options,
+                           reason="retrain candidate")  # fmt: skip
         except Refused as exc:
             return str(exc)
         return ""
@@ -130,23 +146,26 @@ class RetrainFlow:
     ) -> tuple[WarmupReport, WarmupReport | None]:
         """Replay the candidate's warmup requests on the server (or in-process offline), then stable's turn."""
         requests = infra.read_warmup_requests(candidate_dir)
-        server = self.options.server
-        if server is not None:
+        with self.move_options() as options:
+            server = options.server
+            if server is None:
+                candidate_report = infra.probe_in_process(candidate_dir, requests)
+                stable_dir = baseline.version_dir
+                return candidate_report, infra.probe_in_process(stable_dir, requests) if stable_dir else None
             candidate_report = infra.probe_on_server(server, self.name, candidate, requests)
-            stable_report = (
-                infra.probe_on_server(server, self.name, baseline.version, requests)
-                if baseline.version is not None
-                else None
-            )
-        else:
-            candidate_report = infra.probe_in_process(candidate_dir, requests)
-            stable_report = infra.probe_in_process(baseline.version_dir, requests) if baseline.version_dir else None
-        return candidate_report, stable_report
+            if baseline.version is None:
+                return candidate_report, None
+            return candidate_report, infra.probe_on_server(server, self.name, baseline.version, requests)
 
     def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
         refusal = GateRefused(results)
         summary.update(promoted=False, refused=str(refusal))
-        drop_label(self.models_dir, self.name, CANARY, options=self.options, reason=f"refused: {refusal}")
+        try:
+            with self.move_options() as options:
+                drop_label(self.models_dir, self.name, CANARY, options=options, reason=f"refused: {refusal}")
+        except CommandError as exc:
+            # The refusal stands (exit 1, audited below); the log says which replica kept the canary label.
+            logger.error("removing the canary label: %s", exc)
         record = audit.AuditRecord(
             "refused",
             self.name,
@@ -164,15 +183,16 @@ class RetrainFlow:
         if not self.args.promote_if_better:
             print(f"every gate passed; version {candidate} stays canary (add --promote-if-better to promote)")
             return False
-        move_label(
-            self.models_dir,
-            self.name,
-            candidate,
-            label=STABLE,
-            options=self.options,
-            reason=self.args.reason,
-            metrics=summary["candidate_metrics"],
-        )
+        with self.move_options() as options:
+            move_label(
+                self.models_dir,
+                self.name,
+                candidate,
+                label=STABLE,
+                options=options,
+                reason=self.args.reason,
+                metrics=summary["candidate_metrics"],
+            )
         print(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
         if self.args.keep > 0:
             deleted = prune_versions(self.models_dir, self.name, keep=self.args.keep)

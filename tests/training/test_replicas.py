@@ -6,11 +6,13 @@ re-reads models.config on its own, so only a reload sent to each replica moves i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from tlserve.console import CommandError
 from training import audit, modelconfig, replicas
 from training.modelconfig import ServedModel
 from training.modelservice import ModelServer, ServerError
-from training.promote import MoveOptions, move_label
+from training.promote import MoveOptions, drop_label, move_label
 
 IMAGES = random_images(1, seed=7)
 WAIT_TIMEOUT_S = 60.0
@@ -152,10 +154,11 @@ def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_th
                            f"{alive.target},{dead}", *MOVE_FLAGS)  # fmt: skip
 
         assert code == 2
+        # The one-line error (tlserve's stderr; the log records go to pytest's log capture, not here).
         [line] = err.strip().splitlines()
-        assert dead in line
-        assert "UNAVAILABLE" in line
-        assert alive.target in line  # it took step 1 before the dead one failed (and was put back since)
+        assert line.startswith(f"tlserve: error: reload config on model server {dead} failed: UNAVAILABLE")
+        # Honest about the set-back: the live replica took step 1 and was put back; the dead one could not be.
+        assert line.endswith(f"(set back to the previous config on every replica but {dead}; see the log)")
         assert stable_version(alive) == 1
         with ModelServer(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
             deadline = time.monotonic() + WAIT_TIMEOUT_S
@@ -167,32 +170,49 @@ def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_th
 
 
 class RefusesTheLabelStep(FakeModelService):
-    """Accepts the first config (step 1) and refuses the next one (the label step) like a server gone wrong."""
+    """Accepts `accepting` configs (the boot one included), then refuses every one, like a server gone wrong."""
+
+    def __init__(self, models_dir: Path, accepting: int = 2, **kwargs) -> None:
+        super().__init__(models_dir, **kwargs)
+        self.accepting = accepting
 
     def HandleReloadConfigRequest(self, request, context):  # noqa: N802 (gRPC method name)
         from tensorflow_serving.apis import model_management_pb2
 
-        if len(self.accepted) >= 2:  # the boot config and step 1
+        if len(self.accepted) >= self.accepting:  # by default the boot config and step 1
             return model_management_pb2.ReloadConfigResponse(status={"error_code": 13, "error_message": "disk full"})
         return super().HandleReloadConfigRequest(request, context)
 
 
-def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_step_one(repo: Path) -> None:
-    boot = modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo)
-    moved, refusing = FakeModelService(repo), RefusesTheLabelStep(repo)
-    for fake in (moved, refusing):
+@contextlib.contextmanager
+def fake_group(models_dir: Path, *fakes: FakeModelService) -> Iterator[tuple[replicas.ReplicaGroup, list[str]]]:
+    """The fakes booted on the repository's config, served on free ports, connected as one replica group."""
+    boot = modelconfig.absolute_config(modelconfig.read_config(models_dir / "models.config"), models_dir)
+    started = []
+    for fake in fakes:
         fake.boot(boot)
-    started = [start_fake(moved), start_fake(refusing)]
-    group = replicas.connect([target for _, target in started])
+        started.append(start_fake(fake))
+    targets = [target for _, target in started]
+    group = replicas.ReplicaGroup([ModelServer(target) for target in targets])
     try:
-        with pytest.raises(
-            ServerError, match=rf"{started[1][1]} rejected the config: disk full.*took.*{started[0][1]}"
-        ):
-            move_label(repo, "demo", 2, options=MoveOptions(server=group, drain_s=0))
+        yield group, targets
     finally:
         group.close()
         for grpc_server, _ in started:
             grpc_server.stop(None)
+
+
+def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_step_one(repo: Path) -> None:
+    moved, refusing = FakeModelService(repo), RefusesTheLabelStep(repo)
+    with fake_group(repo, moved, refusing) as (group, targets):
+        # The refusing replica refuses the set-back too: the error names it as the one not set back.
+        expected = (
+            f"model server {targets[1]} rejected the config: disk full "
+            f"(set back to the previous config on every replica but {targets[1]}; see the log)"
+        )
+        with pytest.raises(ServerError) as raised:
+            move_label(repo, "demo", 2, options=MoveOptions(server=group, drain_s=0))
+        assert str(raised.value) == expected
 
     step_one = ServedModel("demo", "demo", (1, 2), {"stable": 1})
     assert modelconfig.get_model(moved.accepted[-1], "demo").labels == {"stable": 1}  # set back from stable 2
@@ -274,3 +294,80 @@ def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsy
     states = {row["version"]: (row["state"], row["replica_states"]) for row in json.loads(out)["versions"]}
     assert states[1] == ("AVAILABLE", {first.target: "AVAILABLE", second.target: "AVAILABLE"})
     assert states[2] == ("not loaded", {first.target: "AVAILABLE", second.target: "not loaded"})
+
+
+def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_audits_it(repo: Path) -> None:
+    modelconfig.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1, "canary": 2}))
+    first, refusing, last = FakeModelService(repo), RefusesTheLabelStep(repo, accepting=1), FakeModelService(repo)
+    options = MoveOptions(drain_s=0)
+    with fake_group(repo, first, refusing, last) as (group, targets), pytest.raises(ServerError) as raised:
+        drop_label(repo, "demo", "canary", options=replace(options, server=group), reason="refused")
+
+    assert str(raised.value) == (
+        f"model server {targets[1]} rejected the config: disk full (canary removed on every replica but {targets[1]}; "
+        "see the log)"
+    )
+    # The replica after the refusing one was not skipped: every replica but the refusing one dropped the label.
+    assert (first.last_labels("demo"), last.last_labels("demo")) == ({"stable": 1}, {"stable": 1})
+    assert refusing.last_labels("demo") == {"stable": 1, "canary": 2}
+    assert modelconfig.load_model(repo, "demo").labels == {"stable": 1}
+    [record] = audit.read_records(repo)
+    assert (record.action, record.label, record.old_version) == ("unlabel", "canary", 2)
+
+
+def test_a_replica_that_became_ready_during_the_move_fails_it_by_name_after_the_others_moved(repo: Path) -> None:
+    known, newcomer = FakeModelService(repo), FakeModelService(repo)
+    with fake_group(repo, known, newcomer) as (_, targets):
+        group = replicas.ReplicaGroup([ModelServer(targets[0])])  # resolved before the newcomer was ready
+        options = MoveOptions(server=group, drain_s=0, discover=lambda: list(targets))
+        try:
+            with pytest.raises(CommandError) as raised:
+                move_label(repo, "demo", 2, options=options)
+        finally:
+            group.close()
+
+    assert str(raised.value) == (
+        f"demo: stable moved to 2, but {targets[1]} became ready during the move and may serve the labels of an "
+        "older models.config: restart it (it reads the file, now current, at start-up)"
+    )
+    assert known.last_labels("demo") == {"stable": 2}
+    assert newcomer.last_labels("demo") == {"stable": 1}  # never reloaded: hence the error
+    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
+    assert [record.new_version for record in audit.read_records(repo)] == [2]  # the move happened: audited
+
+
+def test_the_group_load_timeout_names_the_whole_timeout_and_the_slow_replica(repo: Path) -> None:
+    modelconfig.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1}))
+    fakes = FakeModelService(repo), FakeModelService(repo, never_load={2})
+    with fake_group(repo, *fakes) as (group, targets), pytest.raises(TimeoutError) as raised:
+        group.wait_available("demo", 2, timeout_s=0.5, poll_s=0.05)
+
+    assert str(raised.value) == f"demo version 2 not AVAILABLE after 0.5 s (state LOADING) on replica {targets[1]}"
+
+
+def test_all_replicas_takes_one_address_family_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {
+        "localhost": [(socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")],  # one server, two families
+        "v6-only": [(socket.AF_INET6, "fd00::7"), (socket.AF_INET6, "fd00::8")],
+    }
+    monkeypatch.setattr(replicas.socket, "getaddrinfo", fake_getaddrinfo(table))
+
+    assert replicas.replica_targets("localhost:8600", all_replicas=True) == ["127.0.0.1:8600"]
+    assert replicas.replica_targets("v6-only:8500", all_replicas=True) == ["[fd00::7]:8500", "[fd00::8]:8500"]
+
+
+def test_models_show_with_all_replicas_and_no_ready_pod_warns_and_shows_the_files_states(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(replicas.socket, "getaddrinfo", fake_getaddrinfo({"tfserving-pods": []}))
+    monkeypatch.setenv("TLSERVE_ALL_REPLICAS", "true")  # as the admin pod sets it
+    monkeypatch.setenv("TLSERVE_MODEL_SERVER", "tfserving-pods:8500")
+
+    code, out, err = run(capsys, "models", "show", "demo", "--models-dir", str(repo), "--json")
+
+    assert code == 0, err
+    assert {row["version"]: row["state"] for row in json.loads(out)["versions"]} == {
+        1: "configured", 2: "on disk", 3: "on disk"}  # fmt: skip
+    assert "--all-replicas: tfserving-pods has no addresses (no ready replica?)" in caplog.text
+    code, _, err = run(capsys, "models", "list", "--models-dir", str(repo), "--server", "a:1,,b:2")
+    assert (code, "empty address" in err) == (2, True)  # a malformed list is still a usage error
