@@ -266,6 +266,11 @@ def test_tf_serving_replicas_and_their_disruption_budget(
     pdb = find(documents, "PodDisruptionBudget", "tfserving")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "tfserving"}}}
     assert pdb["spec"]["selector"]["matchLabels"].items() <= tfserving["spec"]["template"]["metadata"]["labels"].items()
+    # No HPA scales TF Serving (docs/deploy.md: a new pod loads for minutes and needs a GPU of its own).
+    targets = [doc["spec"]["scaleTargetRef"] for doc in documents if doc["kind"] == "HorizontalPodAutoscaler"]
+    autoscaled = [(target["kind"], target["name"]) for target in targets]
+    assert ("Deployment", "gateway") in autoscaled  # the check below looks at real HPAs
+    assert ("Deployment", "tfserving") not in autoscaled
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

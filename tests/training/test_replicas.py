@@ -6,12 +6,10 @@ re-reads models.config on its own, so only a reload sent to each replica moves i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import pytest
 
 from tests.conftest import random_images
 from tests.support.modelserver import free_port, predict_request, running_model_server
-from tests.training.promote_fakes import FakeModelService, start_fake
+from tests.training.promote_fakes import FakeModelService
+from tests.training.replica_fakes import Refusing, fake_getaddrinfo, fake_group
 from tlserve.cli import main
 from tlserve.console import CommandError
 from training import audit, modelconfig, replicas
@@ -169,41 +168,8 @@ def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_th
     assert audit.read_records(repo) == []
 
 
-class RefusesTheLabelStep(FakeModelService):
-    """Accepts `accepting` configs (the boot one included), then refuses every one, like a server gone wrong."""
-
-    def __init__(self, models_dir: Path, accepting: int = 2, **kwargs) -> None:
-        super().__init__(models_dir, **kwargs)
-        self.accepting = accepting
-
-    def HandleReloadConfigRequest(self, request, context):  # noqa: N802 (gRPC method name)
-        from tensorflow_serving.apis import model_management_pb2
-
-        if len(self.accepted) >= self.accepting:  # by default the boot config and step 1
-            return model_management_pb2.ReloadConfigResponse(status={"error_code": 13, "error_message": "disk full"})
-        return super().HandleReloadConfigRequest(request, context)
-
-
-@contextlib.contextmanager
-def fake_group(models_dir: Path, *fakes: FakeModelService) -> Iterator[tuple[replicas.ReplicaGroup, list[str]]]:
-    """The fakes booted on the repository's config, served on free ports, connected as one replica group."""
-    boot = modelconfig.absolute_config(modelconfig.read_config(models_dir / "models.config"), models_dir)
-    started = []
-    for fake in fakes:
-        fake.boot(boot)
-        started.append(start_fake(fake))
-    targets = [target for _, target in started]
-    group = replicas.ReplicaGroup([ModelServer(target) for target in targets])
-    try:
-        yield group, targets
-    finally:
-        group.close()
-        for grpc_server, _ in started:
-            grpc_server.stop(None)
-
-
 def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_step_one(repo: Path) -> None:
-    moved, refusing = FakeModelService(repo), RefusesTheLabelStep(repo)
+    moved, refusing = FakeModelService(repo), Refusing(repo)
     with fake_group(repo, moved, refusing) as (group, targets):
         # The refusing replica refuses the set-back too: the error names it as the one not set back.
         expected = (
@@ -219,17 +185,6 @@ def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_
     assert modelconfig.get_model(moved.accepted[-2], "demo").labels == {"stable": 2}
     assert modelconfig.load_model(repo, "demo") == step_one
     assert audit.read_records(repo) == []
-
-
-def fake_getaddrinfo(table: dict[str, list[tuple[int, str]]]):
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
-        if host not in table:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port)) for family, address in table[host]
-        ]
-
-    return getaddrinfo
 
 
 def test_all_replicas_resolves_every_address_brackets_ipv6_and_drops_duplicates(
@@ -298,7 +253,7 @@ def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsy
 
 def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_audits_it(repo: Path) -> None:
     modelconfig.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1, "canary": 2}))
-    first, refusing, last = FakeModelService(repo), RefusesTheLabelStep(repo, accepting=1), FakeModelService(repo)
+    first, refusing, last = FakeModelService(repo), Refusing(repo, accepting=1), FakeModelService(repo)
     options = MoveOptions(drain_s=0)
     with fake_group(repo, first, refusing, last) as (group, targets), pytest.raises(ServerError) as raised:
         drop_label(repo, "demo", "canary", options=replace(options, server=group), reason="refused")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,66 @@ def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
     assert "(trained from the base weights)" in captured.out
     assert "signature gate refused: classes ['circle', 'square', 'star', 'triangle'] != stable" in captured.err
     assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_before(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No TF Serving pod is ready when the retrain starts (the one there was is being replaced); one is by the
+    time training ends. The label moves go to the pod that is there then."""
+    from tests.conftest import random_images
+    from tests.support.modelserver import predict_request, running_model_server
+    from tests.training.replica_fakes import fake_getaddrinfo
+    from training import replicas, retrain_flow
+
+    table: dict[str, list[tuple[int, str]]] = {"tfserving-pods": []}
+    real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain_flow.warm_train
+    fake = fake_getaddrinfo(table)
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        return (fake if host == "tfserving-pods" else real_getaddrinfo)(host, *args, **kwargs)
+
+    monkeypatch.setattr(replicas.socket, "getaddrinfo", getaddrinfo)
+
+    def warm_train_then_a_pod_is_ready(*args: object, **kwargs: object) -> object:
+        trained = real_warm_train(*args, **kwargs)
+        table["tfserving-pods"] = [(socket.AF_INET, "127.0.0.1")]
+        return trained
+
+    monkeypatch.setattr(retrain_flow, "warm_train", warm_train_then_a_pod_is_ready)
+    with running_model_server(repo) as server:
+        online = ["--server", f"tfserving-pods:{server.port}", "--all-replicas", "--drain", "0"]
+        code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
+                     *fast(repo), "--promote-if-better", *GATES_THAT_PASS])  # fmt: skip
+        captured = capsys.readouterr()
+        request = predict_request(random_images(1), "tiny", version_label="stable")
+        answered = server.prediction_stub().Predict(request, timeout=30).model_spec.version.value
+
+    assert code == 0, captured.err
+    assert "promoted: tiny stable 1 -> 2" in captured.out
+    assert answered == 2
+
+
+def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canary(
+    repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.training.promote_fakes import FakeModelService
+    from tests.training.replica_fakes import Refusing, started_fakes
+
+    # The second replica takes its boot config and the canary move's three steps, then refuses everything.
+    steady, refusing = FakeModelService(repo), Refusing(repo, accepting=4)
+    with started_fakes(repo, steady, refusing) as targets:
+        online = ["--server", ",".join(targets), "--drain", "0", "--load-timeout", "30"]
+        code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online, *fast(repo),
+                     "--promote-if-better", "--min-class-recall", "1.01", "--latency-factor", "1000"])  # fmt: skip
+
+    captured = capsys.readouterr()
+    assert code == 1, captured.err  # kept back, not a usage error: the refusal stands
+    assert "quality gate refused" in captured.err
+    assert f"model server {targets[1]} rejected the config: disk full" in caplog.text
+    assert f"canary removed on every replica but {targets[1]}" in caplog.text
+    assert steady.last_labels("tiny") == {"stable": 1}
+    assert refusing.last_labels("tiny") == {"stable": 1, "canary": 2}
+    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    actions = [(record.action, record.label) for record in audit.read_records(repo, "tiny")]
+    assert actions[-2:] == [("unlabel", "canary"), ("refused", "stable")]
