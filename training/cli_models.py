@@ -40,8 +40,9 @@ def add_all_replicas(parser: argparse.ArgumentParser) -> None:
         "--all-replicas",
         action="store_true",
         default=os.environ.get("TLSERVE_ALL_REPLICAS", "").strip().lower() in _TRUE,
-        help="resolve each --server HOST to all its addresses (e.g. a Kubernetes headless Service) and treat "
-        "each as a replica (default: env TLSERVE_ALL_REPLICAS=1|true|yes)",
+        help="resolve each --server HOST to all its addresses (IPv4, else IPv6; e.g. a Kubernetes headless Service) "
+        "and treat each as a replica; retrain resolves at each move, and a replica that appears during a move fails "
+        "it by name (default: env TLSERVE_ALL_REPLICAS=1|true|yes)",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from tlserve.console import CommandError, Refused
 from tlserve.contract import list_versions
-from training import audit
+from training import audit, replicas
 from training.modelconfig import (
     ServedModel,
     absolute_config,
@@ -35,7 +35,6 @@ from training.modelconfig import (
     write_config,
 )
 from training.modelservice import ServerError, ServingClient
-from training.replicas import PartialReload
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +169,7 @@ def _require_no_newcomers(record: audit.AuditRecord, options: MoveOptions) -> No
     """CommandError naming replicas that resolve now but were not in the move: they may serve older labels."""
     if options.discover is None or options.server is None:
         return
-    try:
-        found = options.discover()
-    except CommandError as exc:
-        logger.warning("%s; replicas that became ready during the move are not detected", exc)
-        return
-    moved = {replica.target for replica in options.server.replicas}
-    newcomers = [target for target in found if target not in moved]
+    newcomers = replicas.appeared(options.discover, options.server)
     if newcomers:
         raise CommandError(
             f"{record.model}: {record.label} moved to {record.new_version}, but {', '.join(newcomers)} became ready "
@@ -244,13 +237,9 @@ def _reload_each(models_dir: Path, config: Any, options: MoveOptions) -> list[st
 def _set_back(
     exc: ServerError, failed: Sequence[str], options: MoveOptions, done: str = "set back to the previous config"
 ) -> ServerError:
-    """The one-line error once a config was reloaded on every replica again: the cause, and where it did not take."""
+    """The error to raise after a set-back: one server's own, or the group's naming where it did not take."""
     assert options.server is not None
-    if len(options.server.replicas) == 1:
-        return exc
-    reason = exc.reason if isinstance(exc, PartialReload) else str(exc)
-    where = f"every replica but {', '.join(failed)}; see the log" if failed else "every replica"
-    return ServerError(f"{reason} ({done} on {where})")
+    return exc if len(options.server.replicas) == 1 else replicas.set_back_error(exc, failed, done)
 
 
 def _reload(models_dir: Path, config: Any, options: MoveOptions) -> None:

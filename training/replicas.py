@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from tlserve.console import CommandError
@@ -86,6 +86,27 @@ def connect(targets: Sequence[str], *, rpc_timeout_s: float = 30.0) -> ServingCl
     if len(targets) == 1:
         return ModelServer(targets[0], rpc_timeout_s=rpc_timeout_s)
     return ReplicaGroup([ModelServer(target, rpc_timeout_s=rpc_timeout_s) for target in targets])
+
+
+def appeared(discover: Callable[[], Sequence[str]], group: ServingClient) -> list[str]:
+    """Targets `discover` finds now that are not in `group` (replicas that became ready since it was resolved).
+
+    [] when the names do not resolve at the moment (logged: such newcomers then go undetected).
+    """
+    try:
+        found = discover()
+    except CommandError as exc:
+        logger.warning("%s; replicas that became ready during the move are not detected", exc)
+        return []
+    known = {replica.target for replica in group.replicas}
+    return [target for target in found if target not in known]
+
+
+def set_back_error(exc: ServerError, failed: Sequence[str], done: str) -> ServerError:
+    """One line after a config was reloaded on every replica again: the cause, and where it did not take."""
+    reason = exc.reason if isinstance(exc, PartialReload) else str(exc)
+    where = f"every replica but {', '.join(failed)}; see the log" if failed else "every replica"
+    return ServerError(f"{reason} ({done} on {where})")
 
 
 def merge_states(per_replica: Sequence[Mapping[int, str]]) -> dict[int, str]:
