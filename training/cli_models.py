@@ -160,7 +160,8 @@ def move_options(args: argparse.Namespace) -> Any:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from training.promote import move_label, prune_versions
+    from training.promote import move_label
+    from training.retention import prune_versions
 
     options = move_options(args)
     try:
@@ -182,7 +183,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from training.promote import rollback
+    from training.rollback import rollback
 
     options = move_options(args)
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,54 +249,6 @@ def _reload(models_dir: Path, config: Any, options: MoveOptions) -> None:
 def _server_config(models_dir: Path, config: Any, options: MoveOptions) -> Any:
     """The config with relative base paths resolved as the server sees the repository."""
     return absolute_config(config, options.server_models_dir or models_dir.resolve())
-
-
-def rollback_target(models_dir: Path, name: str, label: str = STABLE) -> tuple[int, int]:
-    """(current, previous) versions of `label` from the audit log; Refused when there is nothing to go back to."""
-    current = load_model(models_dir, name).labels.get(label)
-    if current is None:
-        raise CommandError(f"{name} has no {label!r} label to roll back")
-    stack = audit.label_stack(models_dir, name, label)
-    if stack and stack[-1] == current:
-        stack.pop()
-    previous = [version for version in stack if version != current]
-    if not previous:
-        raise Refused(f"no previous {label} version of {name} in {audit.audit_path(models_dir)}")
-    return current, previous[-1]
-
-
-def rollback(
-    models_dir: Path, name: str, *, label: str = STABLE, options: MoveOptions = MoveOptions(), reason: str = ""
-) -> Move:
-    """Put the previous `label` version back, in one command (the same two-step move underneath)."""
-    _current, previous = rollback_target(models_dir, name, label)
-    return move_label(
-        models_dir, name, previous, label=label, options=options, action="rollback", reason=reason or "rollback"
-    )
-
-
-def prune_versions(models_dir: Path, name: str, *, keep: int) -> list[int]:
-    """Delete old versions from disk, keeping the newest `keep`, every labelled or served version, and the
-    version a rollback would return to. Returns the deleted versions."""
-    with promotion_lock(models_dir):
-        model = load_model(models_dir, name)
-        base = version_path(models_dir, model, 0).parent
-        on_disk = list_versions(base)
-        protected = set(on_disk[-keep:] if keep > 0 else []) | set(model.labels.values()) | set(model.versions)
-        if not model.versions:
-            protected |= set(on_disk[-1:])  # the default policy serves the latest
-        protected |= set(audit.label_stack(models_dir, name, STABLE)[-2:])
-        doomed = [version for version in on_disk if version not in protected]
-        for version in doomed:
-            # Rename first: the version vanishes atomically for pollers, then the files go.
-            hidden = base / f".deleted-{version}-{time.time_ns()}"
-            (base / str(version)).rename(hidden)
-            shutil.rmtree(hidden, ignore_errors=True)
-        if doomed:
-            audit.append_record(
-                models_dir, audit.AuditRecord("prune", name, "", None, None, reason=f"deleted versions {doomed}")
-            )
-        return doomed
 
 
 def drop_label(

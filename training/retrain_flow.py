@@ -18,7 +18,8 @@ from tlserve.console import CommandError, Refused
 from training import audit, gates, infra
 from training.gates import GateRefused, GateResult, Metrics, WarmupReport
 from training.modelconfig import load_model
-from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label, prune_versions
+from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from training.retention import prune_versions
 from training.retrain import (
     Baseline,
     describe,

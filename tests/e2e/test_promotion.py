@@ -22,7 +22,8 @@ from tests.support.gateway import running_serve
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
 from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label, rollback
+from training.promote import MoveOptions, move_label
+from training.rollback import rollback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -12,7 +12,9 @@ from tlserve.console import CommandError, Refused
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
 from training.modelservice import ModelServer, ServerError
-from training.promote import MoveOptions, drop_label, move_label, prune_versions, rollback
+from training.promote import MoveOptions, drop_label, move_label
+from training.retention import prune_versions
+from training.rollback import rollback
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from tests.training.promote_fakes import FakeModelService, start_fake
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
 from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label, rollback
+from training.promote import MoveOptions, move_label
+from training.rollback import rollback
 
 pytestmark = pytest.mark.slow
 
