@@ -13,30 +13,11 @@ from pydantic import ValidationError
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.gateway.backend import GrpcBackend
-from service.gateway.server import GatewayPorts, serve
 from service.gateway.settings import MIB, Settings
 from tests.conftest import random_images
-from tests.service.gateway.conftest import make_settings
 from tests.service.gateway.fakes import FakeModelServer, start_fake_upstream
-from tests.service.gateway.test_wire import grpc_channel, tf_serving_request
+from tests.service.gateway.test_wire import grpc_channel, running_gateway_to, tf_serving_request
 from tlserve.cli import main
-
-
-@contextlib.asynccontextmanager
-async def running_gateway_to(upstream: str, **overrides):
-    """The full gateway (HTTP + gRPC) on free ports, pointed at the gRPC target `upstream`."""
-    settings = make_settings(upstream=upstream, http_host="127.0.0.1", **overrides)
-    stop = asyncio.Event()
-    ready: asyncio.Future[GatewayPorts] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
-    done, _ = await asyncio.wait({ready, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        await task
-    try:
-        yield ready.result()
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 @contextlib.asynccontextmanager
@@ -61,36 +42,31 @@ async def predict_until(stub, done, *, max_requests: int) -> int:
     return sent
 
 
-def test_round_robin_sends_predicts_to_every_replica():
-    async def scenario():
+async def predicts_per_replica(lb_policy: str, done, *, max_requests: int) -> tuple[int, list[int]]:
+    """A gateway over two fake replicas with `lb_policy`: (requests sent, Predicts each replica received)."""
+    async with two_replicas() as (fakes, target):
         async with (
-            two_replicas() as (fakes, target),
-            running_gateway_to(target, upstream_lb_policy="round_robin") as ports,
+            running_gateway_to(target, upstream_lb_policy=lb_policy) as ports,
             grpc_channel(ports.grpc_port) as channel,
         ):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            # round_robin uses a replica once its connection is READY: the first calls may all go to one.
-            sent = await predict_until(stub, lambda: all(fake.predict_requests for fake in fakes), max_requests=200)
-        counts = [len(fake.predict_requests) for fake in fakes]
-        assert all(counts), f"predicts per replica after {sent} requests: {counts}"
-        assert sum(counts) == sent
+            sent = await predict_until(stub, lambda: done(fakes), max_requests=max_requests)
+        return sent, [len(fake.predict_requests) for fake in fakes]
 
-    asyncio.run(scenario())
+
+def test_round_robin_sends_predicts_to_every_replica():
+    # round_robin uses a replica once its connection is READY: the first calls may all go to one
+    # (bounded by predict_until's 30 s, not by a request count).
+    every_replica_reached = lambda fakes: all(fake.predict_requests for fake in fakes)  # noqa: E731
+    sent, counts = asyncio.run(predicts_per_replica("round_robin", every_replica_reached, max_requests=100_000))
+    assert all(counts), f"predicts per replica after {sent} requests: {counts}"
+    assert sum(counts) == sent
 
 
 def test_pick_first_keeps_every_predict_on_one_replica():
-    async def scenario():
-        async with (
-            two_replicas() as (fakes, target),
-            running_gateway_to(target, upstream_lb_policy="pick_first") as ports,
-            grpc_channel(ports.grpc_port) as channel,
-        ):
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            sent = await predict_until(stub, lambda: False, max_requests=20)
-        assert sorted(len(fake.predict_requests) for fake in fakes) == [0, sent]
-        assert sent == 20
-
-    asyncio.run(scenario())
+    sent, counts = asyncio.run(predicts_per_replica("pick_first", lambda fakes: False, max_requests=20))
+    assert sorted(counts) == [0, sent]
+    assert sent == 20
 
 
 def test_a_dns_target_reaches_the_model_server():

@@ -32,10 +32,15 @@ from tests.service.gateway.conftest import make_settings
 from tests.service.gateway.fakes import FakeModelServer, GatedModelServer, image_label, start_fake_upstream
 
 
-@contextlib.asynccontextmanager
-async def running_gateway(upstream_port: int, **overrides):
+def running_gateway(upstream_port: int, **overrides):
     """The full gateway (HTTP + gRPC) on free ports, pointed at 127.0.0.1:upstream_port."""
-    settings = make_settings(upstream=f"127.0.0.1:{upstream_port}", http_host="127.0.0.1", **overrides)
+    return running_gateway_to(f"127.0.0.1:{upstream_port}", **overrides)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway_to(upstream: str, **overrides):
+    """The full gateway (HTTP + gRPC) on free ports, pointed at the gRPC target `upstream`."""
+    settings = make_settings(upstream=upstream, http_host="127.0.0.1", **overrides)
     stop = asyncio.Event()
     ready: asyncio.Future[GatewayPorts] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
