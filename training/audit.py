@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class AuditRecord:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     who: str = ""
     when: str = ""
+    servers: tuple[str, ...] = ()  # the model server replicas the move was sent to; empty when offline
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -94,13 +95,22 @@ def read_records(models_dir: Path, model: str | None = None) -> list[AuditRecord
         if not line.strip():
             continue
         try:
-            record = AuditRecord(**json.loads(line))
-        except (json.JSONDecodeError, TypeError) as exc:
+            record = _record(json.loads(line))
+        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             logger.warning("%s:%d: skipping unreadable audit line (%s)", path, number, exc)
             continue
         if model is None or record.model == model:
             records.append(record)
     return records
+
+
+def _record(data: Mapping[str, Any]) -> AuditRecord:
+    """A record from its JSON object; keys this version does not know (written by a newer one) are ignored."""
+    known = {item.name for item in fields(AuditRecord)}
+    values = {key: value for key, value in data.items() if key in known}
+    if "servers" in values:
+        values["servers"] = tuple(values["servers"])
+    return AuditRecord(**values)
 
 
 def label_stack(models_dir: Path, model: str, label: str) -> list[int]:

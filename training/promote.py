@@ -105,7 +105,9 @@ def move_label(
         if old == version:
             _finish_interrupted(models_dir, before, options)
             return Move(name, label, old, version, changed=False)
-        record = audit.AuditRecord(action, name, label, old, version, reason=reason, metrics=dict(metrics or {}))
+        record = audit.AuditRecord(
+            action, name, label, old, version, reason=reason, metrics=dict(metrics or {}), servers=_targets(options)
+        )
         if options.server is None:
             save_model(models_dir, _final(_with_label(before, label, version, models_dir)))
             audit.append_record(models_dir, record)
@@ -115,6 +117,11 @@ def move_label(
             _unload_unlabelled(models_dir, labelled, options)
             _require_no_newcomers(record, options)
         return Move(name, label, old, version, metrics=dict(metrics or {}))
+
+
+def _targets(options: MoveOptions) -> tuple[str, ...]:
+    """The replicas a move is sent to, for the audit record (none when offline)."""
+    return () if options.server is None else tuple(replica.target for replica in options.server.replicas)
 
 
 def _require_version(models_dir: Path, name: str, version: int) -> None:
@@ -261,7 +268,7 @@ def drop_label(
         if old is None:
             return None
         after = _after_drop(before, label)
-        record = audit.AuditRecord("unlabel", name, label, old, None, reason=reason)
+        record = audit.AuditRecord("unlabel", name, label, old, None, reason=reason, servers=_targets(options))
         if options.server is None:
             save_model(models_dir, after)
         else:

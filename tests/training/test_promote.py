@@ -90,8 +90,14 @@ def test_promote_is_audited_with_who_old_new_reason_and_metrics(models_dir: Path
 class UnloadFails:
     """A server that accepts steps 1 and 2 of a move and fails the reload of step 3 (the unload)."""
 
+    target = "stub:8500"
+
     def __init__(self) -> None:
         self.reloads = 0
+
+    @property
+    def replicas(self) -> tuple[UnloadFails]:
+        return (self,)
 
     def reload(self, config) -> None:
         self.reloads += 1
@@ -110,6 +116,7 @@ def test_the_move_is_audited_before_the_unload_so_a_failed_unload_keeps_the_reco
     assert server.reloads == 3
     [record] = audit.read_records(models_dir, "demo")
     assert (record.action, record.old_version, record.new_version, record.reason) == ("promote", 1, 2, "nightly")
+    assert record.servers == ("stub:8500",)
     # The file matches what the server still serves (step 2): both versions, stable on the new one.
     assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 2})
 

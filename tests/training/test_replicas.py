@@ -65,6 +65,8 @@ def test_promote_with_a_server_list_moves_stable_on_every_replica(
         for replica in (first, second):  # step 3 reached both: the old version is unloaded everywhere
             with ModelServer(replica.target) as client:
                 assert client.version_states("demo").get(1) != "AVAILABLE"
+        [record] = audit.read_records(repo)
+        assert record.servers == (first.target, second.target)  # the audit log says where the move went
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,7 @@ def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_aud
     assert modelconfig.load_model(repo, "demo").labels == {"stable": 1}
     [record] = audit.read_records(repo)
     assert (record.action, record.label, record.old_version) == ("unlabel", "canary", 2)
+    assert record.servers == tuple(targets)
 
 
 def test_a_replica_that_became_ready_during_the_move_fails_it_by_name_after_the_others_moved(repo: Path) -> None:
