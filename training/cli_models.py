@@ -35,14 +35,21 @@ def add_models_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_all_replicas(parser: argparse.ArgumentParser) -> None:
+_MOVES_RESOLVE = (
+    "; retrain resolves at each move, and a replica that became ready during a move fails the command by name "
+    "after the move (which is done)"
+)
+_LISTING_RESOLVES = "; a name that does not resolve is a warning and the states come from models.config"
+
+
+def add_all_replicas(parser: argparse.ArgumentParser, *, listing: bool = False) -> None:
     parser.add_argument(
         "--all-replicas",
         action="store_true",
         default=os.environ.get("TLSERVE_ALL_REPLICAS", "").strip().lower() in _TRUE,
         help="resolve each --server HOST to all its addresses (IPv4, else IPv6; e.g. a Kubernetes headless Service) "
-        "and treat each as a replica; retrain resolves at each move, and a replica that appears during a move fails "
-        "it by name (default: env TLSERVE_ALL_REPLICAS=1|true|yes)",
+        f"and treat each as a replica{_LISTING_RESOLVES if listing else _MOVES_RESOLVE} "
+        "(default: env TLSERVE_ALL_REPLICAS=1|true|yes)",
     )
 
 
@@ -79,9 +86,10 @@ def _register_models(subparsers: argparse._SubParsersAction[Any]) -> None:
             "--server",
             default=os.environ.get("TLSERVE_MODEL_SERVER"),
             metavar="HOST:PORT[,HOST:PORT...]",
-            help="also ask this model server (or these replicas: merged state) for each version's state",
+            help="also ask this model server (or these replicas: merged state) for each version's state "
+            "(models list: in --json only) (default: env TLSERVE_MODEL_SERVER; unset: only models.config)",
         )
-        add_all_replicas(parser)
+        add_all_replicas(parser, listing=True)
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
