@@ -7,9 +7,10 @@ finished comes from the version the move installed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,18 +84,42 @@ def repo(model_repo) -> Path:
     return models_dir
 
 
+@contextlib.contextmanager
+def clients(url: str, count: int) -> Iterator[list[Answer]]:
+    """`count` client threads predicting through `url` (every other one pinned to stable) until the block ends."""
+    answers: list[Answer] = []
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=client_loop, args=(url, index % 2 == 0, stop, answers), daemon=True)
+        for index in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+
+def assert_pinned_answers_follow_the_moves(answers: list[Answer], moves: list[tuple[float, float, int]]) -> None:
+    """Every pinned answer sent after a move finished and back before the next began comes from that move's version."""
+    for index, (_started, finished, version) in enumerate(moves):
+        next_started = moves[index + 1][0] if index + 1 < len(moves) else float("inf")
+        settled = [a for a in answers if a.pinned and finished < a.started and a.finished < next_started]
+        wrong = [a for a in settled if a.version != version]
+        assert settled, f"no pinned answer between move {index} and the next"
+        assert not wrong, f"move {index} to {version}: {len(wrong)} of {len(settled)} from another version: {wrong[:3]}"
+
+
 def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back_five_times(
     repo: Path, tmp_path: Path
 ) -> None:
-    with running_serve(repo, env=SERVE_ENV, log_path=tmp_path / "serve.log") as gateway:
-        answers: list[Answer] = []
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=client_loop, args=(gateway.http_url, index % 2 == 0, stop, answers), daemon=True)
-            for index in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
+    with (
+        running_serve(repo, env=SERVE_ENV, log_path=tmp_path / "serve.log") as gateway,
+        clients(gateway.http_url, CLIENTS) as answers,
+    ):
         moves: list[tuple[float, float, int]] = []  # (move started, move finished, stable version from then on)
 
         def settle() -> None:
@@ -106,36 +131,25 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
                 gateway.log_tail,
             )
 
-        try:
-            with ModelServer(gateway.model_server_target) as client:
-                options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
-                for _cycle in range(CYCLES):
-                    started = time.monotonic()
-                    move_label(repo, "demo", 2, options=options, reason="e2e promote")
-                    moves.append((started, time.monotonic(), 2))
-                    settle()
-                    started = time.monotonic()
-                    rollback(repo, "demo", options=options, reason="e2e rollback")
-                    moves.append((started, time.monotonic(), 1))
-                    settle()
-            # Enough traffic overall that "zero failures" covers many requests, not a handful.
-            wait_until(lambda: len(answers) > CLIENTS * 10, f"more than {CLIENTS * 10} answers", gateway.log_tail)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
+        with ModelServer(gateway.model_server_target) as client:
+            options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
+            for _cycle in range(CYCLES):
+                started = time.monotonic()
+                move_label(repo, "demo", 2, options=options, reason="e2e promote")
+                moves.append((started, time.monotonic(), 2))
+                settle()
+                started = time.monotonic()
+                rollback(repo, "demo", options=options, reason="e2e rollback")
+                moves.append((started, time.monotonic(), 1))
+                settle()
+        # Enough traffic overall that "zero failures" covers many requests, not a handful.
+        wait_until(lambda: len(answers) > CLIENTS * 10, f"more than {CLIENTS * 10} answers", gateway.log_tail)
         log_tail = gateway.log_tail()
 
     failures = [answer for answer in answers if answer.status != 200]
     assert not failures, f"{len(failures)} of {len(answers)} failed, e.g. {failures[:3]}\n{log_tail}"
     assert len(answers) > CLIENTS * 10
-    for index, (_started, finished, version) in enumerate(moves):
-        # Answers to requests sent after this move finished and before the next one began.
-        next_started = moves[index + 1][0] if index + 1 < len(moves) else float("inf")
-        settled = [a for a in answers if a.pinned and finished < a.started and a.finished < next_started]
-        wrong = [a for a in settled if a.version != version]
-        assert settled, f"no pinned answer between move {index} and the next"
-        assert not wrong, f"move {index} to {version}: {len(wrong)} of {len(settled)} from another version: {wrong[:3]}"
+    assert_pinned_answers_follow_the_moves(answers, moves)
     assert {answer.version for answer in answers if not answer.pinned} <= {1, 2}
     records = audit.read_records(repo, "demo")
     assert [record.action for record in records] == ["promote", "rollback"] * CYCLES

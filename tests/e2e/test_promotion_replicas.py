@@ -9,7 +9,6 @@ settled answer comes from the version the move installed, and each replica serve
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.test_promotion import SERVE_ENV, Answer, client_loop, pinned_answers_since, wait_until
+from tests.e2e.test_promotion import (
+    SERVE_ENV,
+    assert_pinned_answers_follow_the_moves,
+    clients,
+    pinned_answers_since,
+    wait_until,
+)
 from tests.support.gateway import LOOPBACK, ModelServerProcess, ServeProcess, free_ports, running_serve
 from training import audit, modelconfig
 from training.modelconfig import ServedModel
@@ -104,14 +109,6 @@ def test_round_robin_gateway_sees_no_failure_while_stable_moves_on_two_replicas_
         def logs() -> str:
             return "\n".join([gateway.log_tail(), *(replica.log_tail() for replica in replicas)])
 
-        answers: list[Answer] = []
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=client_loop, args=(gateway.http_url, index % 2 == 0, stop, answers), daemon=True)
-            for index in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
         moves: list[tuple[float, float, int]] = []  # (move started, move finished, stable version from then on)
         labels_after_moves: list[list[int]] = []  # stable's version on each replica, read right after each move
 
@@ -125,7 +122,7 @@ def test_round_robin_gateway_sees_no_failure_while_stable_moves_on_two_replicas_
                 logs,
             )
 
-        try:
+        with clients(gateway.http_url, CLIENTS) as answers:
             with connect([replica.target for replica in replicas]) as group:
                 options = MoveOptions(server=group, drain_s=0.25, load_timeout_s=180)
                 for _cycle in range(CYCLES):
@@ -136,10 +133,6 @@ def test_round_robin_gateway_sees_no_failure_while_stable_moves_on_two_replicas_
                     rollback(repo, "demo", options=options, reason="e2e rollback on replicas")
                     settle(started, 1)
             wait_until(lambda: len(answers) > CLIENTS * 10, f"more than {CLIENTS * 10} answers", logs)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=60)
         log_tail = logs()
         predicts = [replica.predicts() for replica in replicas]
         final_labels = [replica.label_version() for replica in replicas]
@@ -149,12 +142,7 @@ def test_round_robin_gateway_sees_no_failure_while_stable_moves_on_two_replicas_
     # Each move reached every replica before it returned, and the last one (a rollback) left stable on 1 everywhere.
     assert labels_after_moves == [[version] * REPLICAS for _s, _f, version in moves]
     assert final_labels == [1] * REPLICAS
-    for index, (_started, finished, version) in enumerate(moves):
-        next_started = moves[index + 1][0] if index + 1 < len(moves) else float("inf")
-        settled = [a for a in answers if a.pinned and finished < a.started and a.finished < next_started]
-        wrong = [a for a in settled if a.version != version]
-        assert settled, f"no pinned answer between move {index} and the next"
-        assert not wrong, f"move {index} to {version}: {len(wrong)} of {len(settled)} from another version: {wrong[:3]}"
+    assert_pinned_answers_follow_the_moves(answers, moves)
     # round_robin spreads requests over both replicas (pick_first would send every one to the first); a quarter
     # each leaves room for the moments a replica's connection was not yet ready. (The gateway batches concurrent
     # requests, so there are fewer predicts than answers.)
