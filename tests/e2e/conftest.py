@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from tests.support.gateway import LOOPBACK, ServeProcess, free_port, running_serve
+from training import modelconfig
+from training.modelconfig import ServedModel
 
 MODEL_NAME = "demo"
 TF_SERVING_BINARY = "tensorflow_model_server"
@@ -139,3 +141,11 @@ def predict_version(serving: ServeProcess, image: bytes) -> int:
     )
     assert response.status_code == 200, f"{response.status_code} {response.text}\n{serving.log_tail()}"
     return int(response.json()["version"])
+
+
+@pytest.fixture
+def repo(model_repo) -> Path:
+    """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1: the promotion tests' start."""
+    models_dir = model_repo("demo", versions=(1, 2))
+    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    return models_dir

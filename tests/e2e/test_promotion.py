@@ -76,14 +76,6 @@ def pinned_answers_since(answers: list[Answer], since: float) -> int:
     return sum(1 for answer in list(answers) if answer.pinned and answer.started > since)
 
 
-@pytest.fixture
-def repo(model_repo) -> Path:
-    """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1."""
-    models_dir = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
-    return models_dir
-
-
 @contextlib.contextmanager
 def clients(url: str, count: int) -> Iterator[list[Answer]]:
     """`count` client threads predicting through `url` (every other one pinned to stable) until the block ends."""

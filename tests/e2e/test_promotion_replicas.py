@@ -26,8 +26,7 @@ from tests.e2e.test_promotion import (
     wait_until,
 )
 from tests.support.gateway import LOOPBACK, ModelServerProcess, ServeProcess, free_ports, running_serve
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
+from training import audit
 from training.promote import MoveOptions, move_label
 from training.replicas import connect
 from training.rollback import rollback
@@ -67,14 +66,6 @@ class Replica(ModelServerProcess):
             for sample in family.samples
             if sample.name == f"{LATENCY}_count" and sample.labels == PREDICT_LABELS
         )
-
-
-@pytest.fixture
-def repo(model_repo) -> Path:
-    """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1."""
-    models_dir = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
-    return models_dir
 
 
 @pytest.fixture
