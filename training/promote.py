@@ -12,7 +12,6 @@ ones that already moved back where the others are (see docs/promotion.md, "Sever
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +33,7 @@ from training.modelconfig import (
     write_config,
 )
 from training.modelservice import ServerError, ServingClient
+from training.repository import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +73,8 @@ def promotion_lock(models_dir: Path) -> Iterator[None]:
     """
     if not models_dir.is_dir():
         raise CommandError(f"model repository not found: {models_dir}")
-    with open(models_dir / _LOCK_FILE, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(models_dir / _LOCK_FILE):
+        yield
 
 
 def move_label(

@@ -36,9 +36,9 @@ def new_staging_dir(model_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _publish_lock(model_dir: Path) -> Iterator[None]:
-    """Serialises publishers on one host; the rename below still refuses to overwrite across hosts."""
-    with open(model_dir / _LOCK_FILE, "a+") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if missing) for the block: serialises processes on one host."""
+    with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -69,7 +69,8 @@ def publish_version(staged: Path, model_dir: Path, *, max_attempts: int = 100) -
     so two racing publishers always end up with two different versions.
     """
     _fsync_tree(staged)
-    with _publish_lock(model_dir):
+    # Serialises publishers on one host; the rename below still refuses to overwrite across hosts.
+    with file_lock(model_dir / _LOCK_FILE):
         for _attempt in range(max_attempts):
             version = max(list_versions(model_dir), default=0) + 1
             target = model_dir / str(version)
