@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from tlserve.console import CommandError
+from tlserve.console import CommandError, split_host_port
 from training.modelservice import AVAILABLE, ModelServer, ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
@@ -30,20 +30,11 @@ def parse_servers(spec: str) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
-def split_host_port(target: str) -> tuple[str, int]:
-    """("host", port) of `host:port` or `[ipv6]:port`; CommandError when there is no numeric port."""
-    host, _, port = target.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit():
-        raise CommandError(f"--server {target!r}: expected HOST:PORT")
-    return host, int(port)
-
-
 def resolve_replicas(targets: Iterable[str]) -> list[str]:
     """Every distinct TCP address of every target's HOST, as `addr:port` (IPv6 as `[addr]:port`)."""
     resolved: list[str] = []
     for target in targets:
-        resolved += _addresses(*split_host_port(target))
+        resolved += _addresses(*split_host_port(target, flag="--server"))
     return list(dict.fromkeys(resolved))
 
 
@@ -78,7 +69,7 @@ def check_servers(spec: str, *, all_replicas: bool = False) -> None:
     targets = parse_servers(spec)
     if all_replicas:
         for target in targets:
-            split_host_port(target)
+            split_host_port(target, flag="--server")
 
 
 def connect(targets: Sequence[str], *, rpc_timeout_s: float = 30.0) -> ServingClient:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.gateway.settings import Settings
 from service.gateway.settings_cli import add_settings_flags, build_settings, env_and_default, given_settings
-from tlserve.console import CommandError
+from tlserve.console import CommandError, split_host_port
 
 if TYPE_CHECKING:
     from service.gateway.client import GrpcClient, HttpClient, Prediction
@@ -116,14 +116,6 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
     return value
-
-
-def split_host_port(target: str) -> tuple[str, int]:
-    """'host:port' → (host, port), or a one-line CommandError."""
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CommandError(f"expected HOST:PORT, got {target!r}")
-    return host, int(port)
 
 
 # ---------------------------------------------------------------- serve
@@ -234,7 +226,7 @@ def _make_client(args: argparse.Namespace) -> HttpClient | GrpcClient:
     from service.gateway.client import GrpcClient, HttpClient
 
     if args.grpc is not None:
-        split_host_port(args.grpc)
+        split_host_port(args.grpc, flag="--grpc")
         # A gRPC PredictRequest must name its model; "demo" is the gateway's default model too.
         return GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
     return HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)

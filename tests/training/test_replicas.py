@@ -226,8 +226,8 @@ def test_server_lists_and_the_all_replicas_environment_reach_the_commands(
     assert (code, len(err.strip().splitlines())) == (2, 1)
     assert "empty address" in err
     assert replicas.parse_servers("a:1, b:2,a:1") == ["a:1", "b:2"]
-    with pytest.raises(CommandError, match="expected HOST:PORT"):
-        replicas.split_host_port("[::1]")
+    with pytest.raises(CommandError, match=r"^--server expected HOST:PORT, got 'a'$"):
+        replicas.replica_targets("a", all_replicas=True)
 
 
 def test_merged_state_is_available_only_where_every_replica_has_it_available() -> None:

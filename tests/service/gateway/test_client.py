@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import httpx
 import numpy as np
@@ -105,10 +106,15 @@ def test_prediction_line_lists_labels_best_first():
     assert cli.format_prediction("a.png", prediction) == "a.png  cat 0.9712  dog 0.0200  (demo v2)"
 
 
-@pytest.mark.parametrize("target", ["localhost", "localhost:", ":8500", "host:99999", "host:http"])
+@pytest.mark.parametrize("target", ["localhost", "localhost:", ":8500", "host:99999", "host:http", "[::1]"])
 def test_malformed_host_port_is_a_command_error(target):
-    with pytest.raises(cli.CommandError, match="expected HOST:PORT"):
-        cli.split_host_port(target)
+    with pytest.raises(cli.CommandError, match=f"^--grpc expected HOST:PORT, got '{re.escape(target)}'$"):
+        cli.split_host_port(target, flag="--grpc")
+
+
+def test_host_port_splits_names_and_bracketed_ipv6():
+    assert cli.split_host_port("tfserving-pods:8500") == ("tfserving-pods", 8500)
+    assert cli.split_host_port("[::1]:8500") == ("::1", 8500)
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "65536", "eighty"])
