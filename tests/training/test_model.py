@@ -44,7 +44,8 @@ def test_gap_head_with_batch_norm_dropout_and_l2() -> None:
     head = build_head((2, 2, 512), 4, config)
     names = [entry[0] for entry in layer_summary(head)]
     assert names == ["GlobalAveragePooling2D", "Dense", "BatchNormalization", "Activation", "Dropout", "Dense"]
-    assert head.layers[2].kernel_regularizer is not None
+    regularizer = head.layers[2].kernel_regularizer  # the Dense layer after the pooling
+    assert regularizer.get_config() == {"l2": pytest.approx(1e-4)}
 
 
 def test_model_applies_the_bases_own_preprocessing_not_rescaling(recipe) -> None:
