@@ -92,6 +92,7 @@ def run_train(args: argparse.Namespace) -> int:
         "test_examples": result.metrics.get("examples", 0),
         "val_accuracy": result.val_accuracy,
         "skipped_files": result.skipped,
+        "features": result.features,
         "duration_s": round(result.duration_s, 1),
     }
     print(json.dumps(summary, indent=2) if config.json else _train_text(summary))
@@ -108,6 +109,9 @@ def _train_text(summary: dict[str, Any]) -> str:
         f"macro F1 {number(summary['test_macro_f1'])}; validation accuracy {number(summary['val_accuracy'])}",
         f"report: {summary['run_dir']}/report.md ({summary['duration_s']} s)",
     ]
+    if summary["features"]:
+        features = summary["features"]
+        lines.append(f"base features: {features['reused']} reused from the store, {features['computed']} computed")
     if summary["skipped_files"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped_files"].items())
         lines.append(f"skipped {sum(summary['skipped_files'].values())} unusable files: {reasons}")

@@ -61,6 +61,7 @@ class TrainConfig:
     translation: float = 0.1
     contrast: float = 0.1
     feature_cache: bool = True
+    feature_store: str = ""  # run option: never part of a model's identity
     early_stopping: int = 0
     class_weights: str = "auto"
     val_fraction: float = 0.15
@@ -100,6 +101,7 @@ HELP: dict[str, str] = {
     "translation": "translation strength when augmenting",
     "contrast": "contrast strength when augmenting",
     "feature_cache": "phase 1 without augmentation: compute the frozen base's features once",
+    "feature_store": "persistent base-feature store folder (default: $TLSERVE_FEATURE_STORE, else RUNS_DIR/.features)",
     "early_stopping": "stop after this many epochs without a lower validation loss; 0 = off",
     "class_weights": "auto weighs classes by inverse frequency; none does not",
     "seed": "random seed (same seed, same machine: same model)",

@@ -60,3 +60,32 @@ def extract_features(feature_extractor: Any, dataset: Any, *, progress: bool) ->
 def labels_of(dataset: Any) -> np.ndarray:
     batches = [y.numpy() for _, y in dataset]
     return np.concatenate(batches).astype(np.int32) if batches else np.zeros(0, np.int32)
+
+
+def stored_features(
+    feature_extractor: Any,
+    records: Sequence[Any],
+    config: TrainConfig,
+    num_classes: int,
+    store: Any,
+    identity: str,
+    *,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Features of `records` in order: read from the store, the base runs only over the missing images.
+
+    Returns (features, labels, FeatureCounts). Keys come from each file's content hash (the scan's sha256),
+    so a file renamed keeps its entry and a file rewritten under the same name gets a new one.
+    """
+    from training.feature_store import FeatureCounts, entry_key
+
+    keys = [entry_key(record.sha256, identity, config.image_size) for record in records]
+    missing = [index for index, key in enumerate(keys) if not store.has(key)]
+    if missing:
+        pixels = pixel_dataset([records[index] for index in missing], config, num_classes, shuffle=False)
+        computed, _ = extract_features(feature_extractor, pixels, progress=progress)
+        for index, row in zip(missing, computed, strict=True):
+            store.put(keys[index], row)
+    features = np.stack([store.get(key) for key in keys]).astype(np.float32, copy=False)
+    labels = np.asarray([int(record.label) for record in records], np.int32)
+    return features, labels, FeatureCounts(reused=len(keys) - len(missing), computed=len(missing))

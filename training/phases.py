@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.features import extract_features, feature_dataset, pixel_dataset
+from training.feature_store import FeatureCounts, FeatureStore, base_identity, store_path
+from training.features import feature_dataset, pixel_dataset, stored_features
 from training.model import Classifier
 from training.optim import learning_rate_for, make_optimizer, phase_callbacks
 
@@ -28,20 +29,30 @@ def fit_head_on_features(
     class_weight: dict[int, float] | None,
     *,
     progress: bool,
-) -> Any:
-    """Phase 1, fast path: one pass of the frozen base per image, then epochs over small feature arrays."""
+) -> FeatureCounts:
+    """Phase 1, fast path: base features from the persistent store (the base runs only over images it lacks),
+    then epochs over small feature arrays. Returns how many images' features were reused / computed.
+    """
     num_classes = int(classifier.head.output_shape[-1])
-    logger.info("phase 1: extracting base features once (%d train images)", len(splits["train"]))
-    train_pixels = pixel_dataset(splits["train"], config, num_classes, shuffle=False)
-    train_x, train_y = extract_features(classifier.feature_extractor, train_pixels, progress=progress)
+    store = FeatureStore(store_path(config.feature_store, config.runs_dir))
+    identity = base_identity(config.base, classifier.feature_extractor.get_weights())
+    counts = FeatureCounts()
+    logger.info("phase 1: base features from %s (%d train images)", store.root, len(splits["train"]))
+    train_x, train_y, train_counts = stored_features(
+        classifier.feature_extractor, splits["train"], config, num_classes, store, identity, progress=progress
+    )
+    counts.add(train_counts)
     train_data = feature_dataset(train_x, train_y, config, shuffle=True)
     val_data = None
     if splits["val"]:
-        val_pixels = pixel_dataset(splits["val"], config, num_classes, shuffle=False)
-        val_x, val_y = extract_features(classifier.feature_extractor, val_pixels, progress=progress)
+        val_x, val_y, val_counts = stored_features(
+            classifier.feature_extractor, splits["val"], config, num_classes, store, identity, progress=progress
+        )
+        counts.add(val_counts)
         val_data = feature_dataset(val_x, val_y, config, shuffle=False)
     logger.info("phase 1: training the head on cached features for %d epochs", config.epochs)
-    return _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
+    _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
+    return counts
 
 
 def fit_head_end_to_end(

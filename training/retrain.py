@@ -24,7 +24,7 @@ from training.inventory import read_metadata
 logger = logging.getLogger(__name__)
 
 # Keys of stable's recorded config that describe the *run*, not the model; the retrain sets its own.
-_RUN_KEYS = {"data", "name", "models_dir", "resume", "json", "weights", "runs_dir"}
+_RUN_KEYS = {"data", "name", "models_dir", "resume", "json", "weights", "runs_dir", "feature_store"}
 
 
 def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:

@@ -82,6 +82,7 @@ def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool)
     """Train and export every config; rows sorted by validation accuracy, best first."""
     import keras
 
+    from training.feature_store import store_path
     from training.publish import export_run
     from training.train import train
 
@@ -89,7 +90,9 @@ def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool)
     rows = []
     for index, config in enumerate(configs):
         logger.info("sweep run %d/%d", index + 1, len(configs))
-        run_config = dataclasses.replace(config, runs_dir=str(sweep_dir))
+        # Every configuration shares the runs dir's store (not one under its sweep dir): features computed once.
+        store = str(store_path(config.feature_store, config.runs_dir))
+        run_config = dataclasses.replace(config, runs_dir=str(sweep_dir), feature_store=store)
         result = train(run_config, progress=progress)
         export_dir = result.run_dir / "export"
         export_dir.mkdir()

@@ -45,6 +45,7 @@ class TrainResult:
     duration_s: float = 0.0
     scan: Any = None  # the DatasetScan the run used (its split is the holdout retrain compares on)
     warm_started: bool = False
+    features: dict[str, int] = field(default_factory=dict)  # phase 1: {"reused": R, "computed": C} images
 
 
 def train(config: TrainConfig, *, progress: bool = True, warm_start: WarmStart | None = None) -> TrainResult:
@@ -73,7 +74,7 @@ def train(config: TrainConfig, *, progress: bool = True, warm_start: WarmStart |
         if warm and warm_start is not None:
             restore_weights(classifier.model, warm_start.version_dir)
             logger.info("warm start from %s", warm_start.version_dir)
-        run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
+        features = run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
     metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir)
     return TrainResult(
         config=config,
@@ -88,6 +89,7 @@ def train(config: TrainConfig, *, progress: bool = True, warm_start: WarmStart |
         duration_s=time.monotonic() - started,
         scan=scan,
         warm_started=warm,
+        features=features,
     )
 
 
@@ -169,20 +171,25 @@ def run_phases(
     run_dir: Path,
     *,
     progress: bool,
-) -> None:
-    """Phase 1 on cached features or end to end; then phase 2 if asked."""
+) -> dict[str, int]:
+    """Phase 1 on stored features or end to end; then phase 2 if asked. Returns phase 1's feature counts."""
     from training.phases import fine_tune, fit_head_end_to_end, fit_head_on_features
 
     class_weight = class_weights_for(splits["train"], len(classes), config.class_weights)
+    features: dict[str, int] = {}
     if config.epochs > 0:
         if config.feature_cache and not config.augment:
-            fit_head_on_features(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
+            counts = fit_head_on_features(
+                classifier, config, splits, run_dir / "phase1", class_weight, progress=progress
+            )
+            features = counts.to_dict()
         else:
             fit_head_end_to_end(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
     if config.fine_tune_epochs > 0:
         unfrozen = unfreeze_top(classifier.base, config.fine_tune_from, config.base)
         logger.info("phase 2: fine-tuning %d layers of %s", unfrozen, config.base)
         fine_tune(classifier, config, splits, run_dir / "phase2", class_weight, progress=progress)
+    return features
 
 
 def class_weights_for(records: Sequence[Any], num_classes: int, mode: str) -> dict[int, float] | None:

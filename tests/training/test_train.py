@@ -164,7 +164,7 @@ def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_e
         return result
 
     monkeypatch.setattr(phases, "pixel_dataset", pixel_spy)
-    monkeypatch.setattr(phases, "extract_features", extract_spy)
+    monkeypatch.setattr(features, "extract_features", extract_spy)  # the store calls it
     monkeypatch.setattr(features, "pixel_dataset", pixel_spy)  # evaluate_run imports it from here
     result = train(tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
 

@@ -1,0 +1,174 @@
+"""The persistent feature store: keys by content × base identity, write-once atomic entries, reuse across runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.config import TrainConfig
+from training.feature_store import FeatureStore, base_identity, entry_key, store_path
+
+
+def test_key_changes_with_content_base_size_and_view() -> None:
+    identity = base_identity("vgg16", [np.zeros((2, 2), np.float32)])
+    key = entry_key("a" * 64, identity, 32)
+    assert key != entry_key("b" * 64, identity, 32)
+    assert key != entry_key("a" * 64, identity, 64)
+    assert key != entry_key("a" * 64, identity, 32, view=1)
+    assert key != entry_key("a" * 64, base_identity("vgg16", [np.ones((2, 2), np.float32)]), 32)
+    assert key != entry_key("a" * 64, base_identity("resnet50", [np.zeros((2, 2), np.float32)]), 32)
+
+
+def test_put_then_get_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    store.put("ab" + "0" * 62, features)
+    np.testing.assert_array_equal(store.get("ab" + "0" * 62), features)
+    assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".npy"]
+
+
+def test_store_path_prefers_flag_then_env_then_runs_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TLSERVE_FEATURE_STORE", raising=False)
+    assert store_path("", "runs") == Path("runs/.features")
+    monkeypatch.setenv("TLSERVE_FEATURE_STORE", "/env/store")
+    assert store_path("", "runs") == Path("/env/store")
+    assert store_path("/flag", "runs") == Path("/flag")
+
+
+def test_a_write_killed_midway_leaves_no_readable_entry(tmp_path: Path) -> None:
+    """kill -9 while a large entry is being written: afterwards the key is absent, never half-present."""
+    key = "cd" + "1" * 62
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, sys
+        from training.feature_store import FeatureStore
+        sys.stdout.write("go\\n"); sys.stdout.flush()
+        while True:
+            FeatureStore({str(tmp_path)!r}).put({key!r}, np.ones((4000, 4000), np.float32))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"go\n"
+    store = FeatureStore(tmp_path)
+    for _ in range(200):  # wait until a temporary file (a write in progress) exists, then kill
+        if list(tmp_path.glob("cd/.tmp-*")):
+            break
+        import time
+
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stdout.close()
+    if store.has(key):  # an earlier complete write may have landed: it must then be whole
+        assert store.get(key).shape == (4000, 4000)
+    assert store.entries() in ([], [store.path_of(key)])  # a leftover temporary file is never an entry
+    assert not store.has("cd" + "2" * 62)
+
+
+def _sample(root: Path, per_class: int = 10, seed: int = 1) -> Path:
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(root, SampleSpec(classes=2, per_class=per_class, size=40, seed=seed))
+    return root
+
+
+def _config(data: Path, runs: Path, store: Path, **changes: object) -> TrainConfig:
+    values: dict[str, object] = dict(
+        data=str(data),
+        name="store",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=1,
+        dense_units=8,
+        runs_dir=str(runs),
+        feature_store=str(store),
+        seed=3,
+    )
+    values.update(changes)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_second_run_reuses_every_feature_and_learns_the_same_head(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _sample(tmp_path / "data")
+    store = tmp_path / "store"
+    first = train(_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
+    used = first.features["reused"] + first.features["computed"]
+    assert first.features == {"reused": 0, "computed": used}
+    assert used > 0
+    second = train(_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
+    assert second.features == {"reused": used, "computed": 0}
+    for a, b in zip(first.classifier.head.get_weights(), second.classifier.head.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    other_seed = train(_config(data, tmp_path / "runs", store, seed=4), progress=False)
+    assert other_seed.features["reused"] == 0  # another random base init is another base: nothing stale reused
+
+
+@pytest.mark.slow
+def test_new_files_compute_only_themselves_and_a_rewritten_file_is_not_read_stale(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _sample(tmp_path / "data", per_class=20)
+    store = tmp_path / "store"
+    config = _config(data, tmp_path / "runs", store, val_fraction=0.0, test_fraction=0.0)
+    first = train(config, progress=False)
+    assert first.features == {"reused": 0, "computed": 40}
+    extra = sorted(_sample(tmp_path / "extra", per_class=2, seed=9).glob("*/*.*"))
+    classes = sorted(path.name for path in data.iterdir() if path.is_dir())
+    shutil.copy(extra[0], data / classes[0] / f"new-{extra[0].name}")
+    shutil.copy(extra[1], data / classes[1] / f"new-{extra[1].name}")
+    victim = sorted((data / classes[0]).iterdir())[0]
+    victim.write_bytes(extra[2].read_bytes())  # same file name, new content
+    again = train(config, progress=False)
+    assert again.features == {"reused": 39, "computed": 3}
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_on_one_store_both_succeed_and_agree(tmp_path: Path) -> None:
+    data = _sample(tmp_path / "data")
+    store = tmp_path / "store"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    command = [
+        sys.executable, "-m", "tlserve", "train", str(data), "--name", "c", "--weights", "none",
+        "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--dense-units", "8", "--seed", "3",
+        "--feature-store", str(store), "--json",
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen(
+            [*command, "--models-dir", str(tmp_path / f"models{i}"), "--runs-dir", str(tmp_path / f"runs{i}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    import json
+
+    summaries = [json.loads(out) for out, _ in outputs]
+    totals = {s["features"]["reused"] + s["features"]["computed"] for s in summaries}
+    assert len(totals) == 1
+    entries = FeatureStore(store).entries()
+    assert len(entries) == totals.pop()
+    assert not list(store.glob("*/.tmp-*"))
+    third = subprocess.run(
+        [*command, "--models-dir", str(tmp_path / "models3"), "--runs-dir", str(tmp_path / "runs3")],
+        capture_output=True,
+        env=env,
+        check=True,
+    )
+    assert json.loads(third.stdout)["features"]["computed"] == 0
