@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "training.cli_data",
     "training.cli_train",
     "training.cli_models",
+    "training.cli_features",
     "service.modelserver.cli",
     "service.gateway.cli",
 )

@@ -59,10 +59,17 @@ def entry_key(content_sha256: str, identity: str, image_size: int, view: int = 0
 
 
 class FeatureStore:
-    """Write-once entries under `root/<key[:2]>/<key>.npy`."""
+    """Write-once entries under `root/<key[:2]>/<key>.npy`; a run uses one partition per base and size."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def partition(self, base_name: str, identity: str, image_size: int) -> FeatureStore:
+        """The sub-store of one base identity and size, so `features ls` and `prune` can name what they hold.
+
+        The key alone decides a hit; the folder name is for people.
+        """
+        return FeatureStore(self.root / f"{base_name}-{image_size}px-{identity[:16]}")
 
     def path_of(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
@@ -91,5 +98,37 @@ class FeatureStore:
 
     def entries(self) -> list[Path]:
         """Complete entries only: a temporary file a killed writer left behind is not one."""
-        found = self.root.glob("??/*.npy") if self.root.is_dir() else []
+        found = self.root.rglob("*.npy") if self.root.is_dir() else []
         return sorted(path for path in found if not path.name.startswith("."))
+
+
+def summarize(root: Path) -> list[dict[str, Any]]:
+    """One row per partition (base, size, base identity): entries and bytes on disk."""
+    rows = []
+    for partition in sorted(path for path in Path(root).glob("*") if path.is_dir()):
+        entries = FeatureStore(partition).entries()
+        size = sum(entry.stat().st_size for entry in entries)
+        rows.append({"partition": partition.name, "entries": len(entries), "bytes": size})
+    return rows
+
+
+def prune(root: Path, *, older_than_s: float | None = None, max_bytes: int | None = None) -> tuple[int, int]:
+    """Delete entries written longer ago than `older_than_s`, then the oldest until at most `max_bytes` remain.
+
+    Returns (entries removed, bytes freed). A removed entry is only a future miss: it is computed again when needed.
+    """
+    import time
+
+    entries = sorted(FeatureStore(Path(root)).entries(), key=lambda path: path.stat().st_mtime)
+    stats = [(entry, entry.stat()) for entry in entries]
+    total = sum(stat.st_size for _, stat in stats)
+    removed = freed = 0
+    now = time.time()
+    for entry, stat in stats:
+        too_old = older_than_s is not None and now - stat.st_mtime > older_than_s
+        too_big = max_bytes is not None and total - freed > max_bytes
+        if not (too_old or too_big):
+            continue
+        entry.unlink(missing_ok=True)
+        removed, freed = removed + 1, freed + stat.st_size
+    return removed, freed

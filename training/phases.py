@@ -34,8 +34,10 @@ def fit_head_on_features(
     then epochs over small feature arrays. Returns how many images' features were reused / computed.
     """
     num_classes = int(classifier.head.output_shape[-1])
-    store = FeatureStore(store_path(config.feature_store, config.runs_dir))
     identity = base_identity(config.base, classifier.feature_extractor.get_weights())
+    store = FeatureStore(store_path(config.feature_store, config.runs_dir)).partition(
+        config.base, identity, config.image_size
+    )
     counts = FeatureCounts()
     logger.info("phase 1: base features from %s (%d train images)", store.root, len(splits["train"]))
     train_x, train_y, train_counts = stored_features(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -172,3 +173,21 @@ def test_two_concurrent_runs_on_one_store_both_succeed_and_agree(tmp_path: Path)
         check=True,
     )
     assert json.loads(third.stdout)["features"]["computed"] == 0
+
+
+def test_features_ls_counts_per_partition_and_prune_removes_oldest_first(tmp_path: Path, capsys) -> None:
+    from tlserve.cli import main
+
+    store = FeatureStore(tmp_path)
+    part = store.partition("vgg16", "f" * 64, 32)
+    for index in range(3):
+        key = f"{index:02d}" + "0" * 62
+        part.put(key, np.zeros(250, np.float32))  # 1,128 bytes each on disk
+        os.utime(part.path_of(key), (1000 + index, 1000 + index))
+    assert main(["features", "ls", "--feature-store", str(tmp_path), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["partitions"] == [{"partition": "vgg16-32px-ffffffffffffffff", "entries": 3, "bytes": 3 * 1128}]
+    assert main(["features", "prune", "--feature-store", str(tmp_path), "--max-mb", str(2 * 1128 / 1e6)]) == 0
+    assert [path.name[:2] for path in store.entries()] == ["01", "02"]
+    assert main(["features", "prune", "--feature-store", str(tmp_path), "--older-than-days", "1"]) == 0
+    assert store.entries() == []
