@@ -60,6 +60,7 @@ class TrainConfig:
     zoom: float = 0.1
     translation: float = 0.1
     contrast: float = 0.1
+    augment_views: int = 4
     feature_cache: bool = True
     feature_store: str = ""  # run option: never part of a model's identity
     early_stopping: int = 0
@@ -100,7 +101,8 @@ HELP: dict[str, str] = {
     "zoom": "zoom strength when augmenting",
     "translation": "translation strength when augmenting",
     "contrast": "contrast strength when augmenting",
-    "feature_cache": "phase 1 without augmentation: compute the frozen base's features once",
+    "augment_views": "with --augment and the feature cache: K stored augmented views per training image",
+    "feature_cache": "phase 1 on stored base features (with --augment: on K stored views); off = end to end",
     "feature_store": "persistent base-feature store folder (default: $TLSERVE_FEATURE_STORE, else RUNS_DIR/.features)",
     "early_stopping": "stop after this many epochs without a lower validation loss; 0 = off",
     "class_weights": "auto weighs classes by inverse frequency; none does not",
@@ -212,6 +214,7 @@ def validate(config: TrainConfig) -> None:
     _choice("class_weights", config.class_weights, CLASS_WEIGHTS)
     positive = {"image_size": config.image_size, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
     positive["fine_tune_learning_rate"] = config.fine_tune_learning_rate
+    positive["augment_views"] = config.augment_views
     for key, number in positive.items():
         if number <= 0:
             raise ConfigError(f"{flag_name(key)} must be > 0, got {number}")

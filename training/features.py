@@ -71,21 +71,37 @@ def stored_features(
     identity: str,
     *,
     progress: bool,
+    view: int = 0,
+    augment: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Features of `records` in order: read from the store, the base runs only over the missing images.
 
     Returns (features, labels, FeatureCounts). Keys come from each file's content hash (the scan's sha256),
-    so a file renamed keeps its entry and a file rewritten under the same name gets a new one.
+    so a file renamed keeps its entry and a file rewritten under the same name gets a new one. View 0 is the
+    plain image; a view k > 0 is one random draw of `augment` (whose settings must be part of `identity`).
     """
     from training.feature_store import FeatureCounts, entry_key
 
-    keys = [entry_key(record.sha256, identity, config.image_size) for record in records]
+    keys = [entry_key(record.sha256, identity, config.image_size, view) for record in records]
     missing = [index for index, key in enumerate(keys) if not store.has(key)]
     if missing:
         pixels = pixel_dataset([records[index] for index in missing], config, num_classes, shuffle=False)
+        if augment is not None:
+            pixels = pixels.map(lambda x, y: (augment(x, training=True), y))
         computed, _ = extract_features(feature_extractor, pixels, progress=progress)
         for index, row in zip(missing, computed, strict=True):
             store.put(keys[index], row)
     features = np.stack([store.get(key) for key in keys]).astype(np.float32, copy=False)
     labels = np.asarray([int(record.label) for record in records], np.int32)
     return features, labels, FeatureCounts(reused=len(keys) - len(missing), computed=len(missing))
+
+
+def view_dataset(views: np.ndarray, labels: np.ndarray, config: TrainConfig) -> Any:
+    """Stored augmented views [N, K, ...] as a dataset: each epoch, each image shows one of its K views at random."""
+    count = int(views.shape[1])
+    elements = tf.data.Dataset.from_tensor_slices((views, labels))
+    elements = elements.map(
+        lambda x, y: (tf.gather(x, tf.random.uniform([], 0, count, dtype=tf.int32)), y),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return _batch(elements, len(labels), config, shuffle=True)

@@ -6,13 +6,16 @@ into its own directory, so `--resume` restores weights, optimizer state and the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.config import TrainConfig
 from training.feature_store import FeatureCounts, FeatureStore, base_identity, store_path
-from training.features import feature_dataset, pixel_dataset, stored_features
+from training.features import feature_dataset, pixel_dataset, stored_features, view_dataset
 from training.model import Classifier
 from training.optim import learning_rate_for, make_optimizer, phase_callbacks
 
@@ -40,11 +43,14 @@ def fit_head_on_features(
     )
     counts = FeatureCounts()
     logger.info("phase 1: base features from %s (%d train images)", store.root, len(splits["train"]))
-    train_x, train_y, train_counts = stored_features(
-        classifier.feature_extractor, splits["train"], config, num_classes, store, identity, progress=progress
-    )
-    counts.add(train_counts)
-    train_data = feature_dataset(train_x, train_y, config, shuffle=True)
+    if config.augment:
+        train_data = _augmented_views(classifier, config, splits["train"], store, identity, counts, progress=progress)
+    else:
+        train_x, train_y, train_counts = stored_features(
+            classifier.feature_extractor, splits["train"], config, num_classes, store, identity, progress=progress
+        )
+        counts.add(train_counts)
+        train_data = feature_dataset(train_x, train_y, config, shuffle=True)
     val_data = None
     if splits["val"]:
         val_x, val_y, val_counts = stored_features(
@@ -55,6 +61,36 @@ def fit_head_on_features(
     logger.info("phase 1: training the head on cached features for %d epochs", config.epochs)
     _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
     return counts
+
+
+def _augmented_views(
+    classifier: Classifier,
+    config: TrainConfig,
+    records: list[Any],
+    store: FeatureStore,
+    identity: str,
+    counts: FeatureCounts,
+    *,
+    progress: bool,
+) -> Any:
+    """K augmented views per training image, each through the base once ever; every epoch shows one at random.
+
+    The augmentation settings are part of the views' keys: other settings, other views.
+    """
+    num_classes = int(classifier.head.output_shape[-1])
+    augment = augmentation_for(config)
+    settings = (config.flip, config.rotation, config.zoom, config.translation, config.contrast, config.seed)
+    view_identity = hashlib.sha256(f"{identity}\0augment{settings}".encode()).hexdigest()
+    views, labels = [], np.zeros(0, np.int32)
+    for view in range(1, config.augment_views + 1):
+        features, labels, view_counts = stored_features(
+            classifier.feature_extractor, records, config, num_classes, store, view_identity,
+            progress=progress, view=view, augment=augment,
+        )  # fmt: skip
+        counts.add(view_counts)
+        views.append(features)
+    logger.info("phase 1: %d cached augmented views per training image", config.augment_views)
+    return view_dataset(np.stack(views, axis=1), labels, config)
 
 
 def fit_head_end_to_end(

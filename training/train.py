@@ -178,7 +178,7 @@ def run_phases(
     class_weight = class_weights_for(splits["train"], len(classes), config.class_weights)
     features: dict[str, int] = {}
     if config.epochs > 0:
-        if config.feature_cache and not config.augment:
+        if config.feature_cache:
             counts = fit_head_on_features(
                 classifier, config, splits, run_dir / "phase1", class_weight, progress=progress
             )

@@ -191,3 +191,19 @@ def test_features_ls_counts_per_partition_and_prune_removes_oldest_first(tmp_pat
     assert [path.name[:2] for path in store.entries()] == ["01", "02"]
     assert main(["features", "prune", "--feature-store", str(tmp_path), "--older-than-days", "1"]) == 0
     assert store.entries() == []
+
+
+@pytest.mark.slow
+def test_augmented_phase_1_trains_on_k_stored_views_computed_once(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _sample(tmp_path / "data", per_class=20)
+    store = tmp_path / "store"
+    config = _config(data, tmp_path / "runs", store, augment=True, augment_views=3, val_fraction=0.0, test_fraction=0.0)
+    first = train(config, progress=False)
+    assert first.features == {"reused": 0, "computed": 3 * 40}
+    again = train(config, progress=False)
+    assert again.features == {"reused": 3 * 40, "computed": 0}
+    other = train(_config(data, tmp_path / "runs", store, augment=True, augment_views=3, rotation=0.2,
+                          val_fraction=0.0, test_fraction=0.0), progress=False)  # fmt: skip
+    assert other.features == {"reused": 0, "computed": 3 * 40}, "other augmentation settings, other views"

@@ -101,6 +101,7 @@ def test_augmented_mixed_precision_run_trains_end_to_end(tmp_path: Path) -> None
         epochs=2,
         dense_units=8,
         augment=True,
+        feature_cache=False,  # end to end: augmentation inside the model
         mixed_precision=True,
         optimizer="sgd",
         lr_schedule="cosine",
