@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 _TRAIN_DOC = (
-    "Phase 1 trains a new head on the frozen base (on features computed once when --no-augment), optional "
+    "Phase 1 trains a new head on the frozen base (on base features from the persistent feature store), optional "
     "phase 2 fine-tunes the top of the base; then evaluates on the held-out test split and publishes the next "
     "version atomically. Every flag is also a key of the --config TOML file; flags win."
 )

@@ -1,7 +1,7 @@
 """One training run: scan the data, phase 1 (frozen base → head), optional phase 2 (fine-tune), evaluate.
 
-Phase 1 without augmentation fits the head on base features computed once (the base is frozen, so its
-output per image never changes); with augmentation every epoch sees new pixels, so it runs end to end.
+Phase 1 fits the head on base features from the persistent feature store (the base is frozen, so its output
+per image never changes; with --augment on K stored augmented views); --no-feature-cache runs it end to end.
 Each phase checkpoints every epoch into the run directory, which is what `--resume` continues from.
 """
 
