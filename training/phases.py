@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,30 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.feature_store import FeatureCounts, FeatureStore, base_identity, store_path
-from training.features import feature_dataset, pixel_dataset, stored_features, view_dataset
+from training.features import entry_dataset, pixel_dataset, stored_features, view_dataset
 from training.model import Classifier
 from training.optim import learning_rate_for, make_optimizer, phase_callbacks
 
 logger = logging.getLogger(__name__)
 
 LOSS = "sparse_categorical_crossentropy"
+
+
+@dataclass
+class FeatureSource:
+    """Where a run's base features live: the store partition of this base and size, and the base's identity."""
+
+    store: FeatureStore
+    identity: str
+    extractor: Any  # pixels → base features (computes what the store lacks)
+
+
+def open_feature_source(classifier: Classifier, config: TrainConfig) -> FeatureSource:
+    """The store partition for the base as it is now (after any warm start, before any fine-tuning)."""
+    identity = base_identity(config.base, classifier.feature_extractor.get_weights())
+    root = store_path(config.feature_store, config.runs_dir)
+    store = FeatureStore(root).partition(config.base, identity, config.image_size)
+    return FeatureSource(store=store, identity=identity, extractor=classifier.feature_extractor)
 
 
 def fit_head_on_features(
@@ -32,65 +50,57 @@ def fit_head_on_features(
     class_weight: dict[int, float] | None,
     *,
     progress: bool,
+    source: FeatureSource,
 ) -> FeatureCounts:
     """Phase 1, fast path: base features from the persistent store (the base runs only over images it lacks),
-    then epochs over small feature arrays. Returns how many images' features were reused / computed.
+    then epochs over feature entries streamed from their files. Returns how many were reused / computed.
     """
     num_classes = int(classifier.head.output_shape[-1])
-    identity = base_identity(config.base, classifier.feature_extractor.get_weights())
-    store = FeatureStore(store_path(config.feature_store, config.runs_dir)).partition(
-        config.base, identity, config.image_size
-    )
     counts = FeatureCounts()
-    logger.info("phase 1: base features from %s (%d train images)", store.root, len(splits["train"]))
+    logger.info("phase 1: base features from %s (%d train images)", source.store.root, len(splits["train"]))
     if config.augment:
-        train_data = _augmented_views(classifier, config, splits["train"], store, identity, counts, progress=progress)
+        train_data = _augmented_views(config, splits["train"], num_classes, source, counts)
     else:
-        train_x, train_y, train_counts = stored_features(
-            classifier.feature_extractor, splits["train"], config, num_classes, store, identity, progress=progress
-        )
+        train_paths, train_y, train_counts = stored_split(source, splits["train"], config, num_classes)
         counts.add(train_counts)
-        train_data = feature_dataset(train_x, train_y, config, shuffle=True)
+        train_data = entry_dataset(train_paths, train_y, config, shuffle=True)
     val_data = None
     if splits["val"]:
-        val_x, val_y, val_counts = stored_features(
-            classifier.feature_extractor, splits["val"], config, num_classes, store, identity, progress=progress
-        )
+        val_paths, val_y, val_counts = stored_split(source, splits["val"], config, num_classes)
         counts.add(val_counts)
-        val_data = feature_dataset(val_x, val_y, config, shuffle=False)
-    logger.info("phase 1: training the head on cached features for %d epochs", config.epochs)
+        val_data = entry_dataset(val_paths, val_y, config, shuffle=False)
+    logger.info("phase 1: training the head on stored features for %d epochs", config.epochs)
     _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
     return counts
 
 
+def stored_split(
+    source: FeatureSource, records: list[Any], config: TrainConfig, num_classes: int
+) -> tuple[list[str], np.ndarray, FeatureCounts]:
+    """Entry paths and labels of one split's plain (view 0) features, computing only what the store lacks."""
+    return stored_features(source.extractor, records, config, num_classes, source.store, source.identity)
+
+
 def _augmented_views(
-    classifier: Classifier,
-    config: TrainConfig,
-    records: list[Any],
-    store: FeatureStore,
-    identity: str,
-    counts: FeatureCounts,
-    *,
-    progress: bool,
+    config: TrainConfig, records: list[Any], num_classes: int, source: FeatureSource, counts: FeatureCounts
 ) -> Any:
     """K augmented views per training image, each through the base once ever; every epoch shows one at random.
 
     The augmentation settings are part of the views' keys: other settings, other views.
     """
-    num_classes = int(classifier.head.output_shape[-1])
     augment = augmentation_for(config)
     settings = (config.flip, config.rotation, config.zoom, config.translation, config.contrast, config.seed)
-    view_identity = hashlib.sha256(f"{identity}\0augment{settings}".encode()).hexdigest()
-    views, labels = [], np.zeros(0, np.int32)
+    view_identity = hashlib.sha256(f"{source.identity}\0augment{settings}".encode()).hexdigest()
+    views: list[list[str]] = []
+    labels = np.zeros(0, np.int32)
     for view in range(1, config.augment_views + 1):
-        features, labels, view_counts = stored_features(
-            classifier.feature_extractor, records, config, num_classes, store, view_identity,
-            progress=progress, view=view, augment=augment,
-        )  # fmt: skip
+        paths, labels, view_counts = stored_features(
+            source.extractor, records, config, num_classes, source.store, view_identity, view=view, augment=augment
+        )
         counts.add(view_counts)
-        views.append(features)
-    logger.info("phase 1: %d cached augmented views per training image", config.augment_views)
-    return view_dataset(np.stack(views, axis=1), labels, config)
+        views.append(paths)
+    logger.info("phase 1: %d stored augmented views per training image", config.augment_views)
+    return view_dataset([list(row) for row in zip(*views, strict=True)], labels, config)
 
 
 def fit_head_end_to_end(
