@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sweep.add_argument("--models-dir", default=argparse.SUPPRESS, help=f"model repository (env {MODELS_DIR_ENV})")
     sweep.add_argument("--publish-best", action="store_true", help="publish the best run as the next version")
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the table as JSON")
+    sweep.add_argument(
+        "--export-all", action="store_true", help="export every run's SavedModel (default: only the best run's)"
+    )
     sweep.set_defaults(handler=run_sweep)
 
 

@@ -1,7 +1,8 @@
 """`tlserve sweep`: train every combination of the values in a config file's `[sweep]` table and compare them.
 
-Each run is a normal training run (own run directory, reports, an exported but unpublished SavedModel);
-the comparison is sorted by validation accuracy, never by test accuracy, so the test split stays a holdout.
+Each run is a normal training run (own run directory and reports); the best run is exported as an unpublished
+SavedModel in its run directory (`--export-all`: every run). The comparison is sorted by validation accuracy,
+never by test accuracy, so the test split stays a holdout.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
-    rows = run_grid(configs, sweep_dir, progress=not first.json)
+    rows = run_grid(configs, sweep_dir, progress=not first.json, export_all=getattr(args, "export_all", False))
     write_tables(rows, sweep_dir)
     published = None
     if args.publish_best and rows:
@@ -78,8 +79,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool) -> list[dict[str, Any]]:
-    """Train and export every config; rows sorted by validation accuracy, best first."""
+def run_grid(
+    configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool, export_all: bool = False
+) -> list[dict[str, Any]]:
+    """Train every config and export the best run (every run with `export_all`); rows sorted best first.
+
+    Runs that keep the base frozen share one built base per base/weights/size/seed/precision, and every run
+    shares the runs dir's feature store: the base is built once and runs once per image for the whole sweep.
+    """
     import keras
 
     from training.feature_store import store_path
@@ -87,26 +94,54 @@ def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool)
     from training.train import train
 
     varying = {key for key in TrainConfig.__dataclass_fields__ if len({str(getattr(c, key)) for c in configs}) > 1}
-    rows = []
+    bases: dict[tuple[Any, ...], Any] = {}
+    rows: list[dict[str, Any]] = []
+    best: tuple[tuple[Any, ...], dict[str, Any], Any] | None = None
     for index, config in enumerate(configs):
         logger.info("sweep run %d/%d", index + 1, len(configs))
-        # Every configuration shares the runs dir's store (not one under its sweep dir): features computed once.
+        # The runs dir's store, not one under the sweep dir: later sweeps and trains reuse these features too.
         store = str(store_path(config.feature_store, config.runs_dir))
         run_config = dataclasses.replace(config, runs_dir=str(sweep_dir), feature_store=store)
-        result = train(run_config, progress=progress)
-        export_dir = result.run_dir / "export"
-        export_dir.mkdir()
-        export_run(result, export_dir)
-        rows.append(_row(index, config, result, export_dir, varying))
+        key = shared_base_key(config)
+        result = train(run_config, progress=progress, base=bases.get(key) if key else None)
+        if key is not None:
+            bases.setdefault(key, result.classifier.base)
+        row = _row(index, config, result, varying)
+        rows.append(row)
+        if export_all:
+            row["export_dir"] = str(export_run(result, _export_dir(result)))
+        elif best is None or _rank_key(row) < best[0]:
+            best = (_rank_key(row), row, result)  # the only finished model kept: the one that may be exported
         keras.backend.clear_session()  # free the finished run's graph before the next one
-    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), row["duration_s"]))
+    if best is not None:
+        _, row, result = best
+        row["export_dir"] = str(export_run(result, _export_dir(result)))
+    rows.sort(key=_rank_key)
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
     return rows
 
 
-def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying: set[str]) -> dict[str, Any]:
-    """One line of the comparison; `config` holds only the keys the grid varies."""
+def shared_base_key(config: TrainConfig) -> tuple[Any, ...] | None:
+    """What decides a built base's weights; None when the run fine-tunes it (then it cannot be shared)."""
+    if config.fine_tune_epochs > 0:
+        return None
+    return (config.base, config.weights, config.image_size, config.seed, config.mixed_precision)
+
+
+def _rank_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Validation accuracy, best first; ties by duration; runs without validation last."""
+    return (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), row["duration_s"], row["run"])
+
+
+def _export_dir(result: Any) -> Path:
+    export_dir = Path(result.run_dir) / "export"
+    export_dir.mkdir()
+    return export_dir
+
+
+def _row(index: int, config: TrainConfig, result: Any, varying: set[str]) -> dict[str, Any]:
+    """One line of the comparison; `config` holds only the keys the grid varies; `export_dir` None unless exported."""
     return {
         "run": f"run{index + 1:02d}",
         "val_accuracy": result.val_accuracy,
@@ -114,8 +149,9 @@ def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying
         "test_macro_f1": result.metrics.get("macro_f1"),
         "duration_s": round(result.duration_s, 1),
         "config": {key: value for key, value in config.to_dict().items() if key in varying},
+        "features": dict(getattr(result, "features", {})),  # phase 1: base features reused / computed
         "run_dir": str(result.run_dir),
-        "export_dir": str(export_dir),
+        "export_dir": None,
     }
 
 

@@ -164,7 +164,8 @@ def test_two_concurrent_runs_on_one_store_both_succeed_and_agree(tmp_path: Path)
     totals = {s["features"]["reused"] + s["features"]["computed"] for s in summaries}
     assert len(totals) == 1
     entries = FeatureStore(store).entries()
-    assert len(entries) == totals.pop()
+    # train + val (counted) and the test split (evaluated through the head on stored features): each image once
+    assert len(entries) == len(list(data.glob("*/*.*"))) > totals.pop()
     assert not list(store.glob("*/.tmp-*"))
     third = subprocess.run(
         [*command, "--models-dir", str(tmp_path / "models3"), "--runs-dir", str(tmp_path / "runs3")],
@@ -207,3 +208,57 @@ def test_augmented_phase_1_trains_on_k_stored_views_computed_once(tmp_path: Path
     other = train(_config(data, tmp_path / "runs", store, augment=True, augment_views=3, rotation=0.2,
                           val_fraction=0.0, test_fraction=0.0), progress=False)  # fmt: skip
     assert other.features == {"reused": 0, "computed": 3 * 40}, "other augmentation settings, other views"
+
+
+@pytest.mark.slow
+def test_evaluation_through_the_head_on_stored_features_equals_the_whole_model(tmp_path: Path) -> None:
+    from training.data import scan_dataset
+    from training.phases import open_feature_source
+    from training.train import predict_split, train
+
+    data = _sample(tmp_path / "data")
+    result = train(_config(data, tmp_path / "runs", tmp_path / "store"), progress=False)
+    source = open_feature_source(result.classifier, result.config)
+    records = scan_dataset(data, progress=False).records
+    stored, stored_labels = predict_split(result.classifier, result.config, records, 2, source)
+    whole, whole_labels = predict_split(result.classifier, result.config, records, 2, None)
+    assert stored.shape == (len(records), 2)
+    np.testing.assert_array_equal(stored_labels, whole_labels)
+    np.testing.assert_allclose(stored, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_sweep_builds_the_base_once_computes_features_once_and_exports_only_the_best(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.model
+    from training.sweep import run_grid
+
+    data = _sample(tmp_path / "data")
+    built: list[str] = []
+    load_base = training.model.load_base
+    monkeypatch.setattr(training.model, "load_base", lambda config: built.append(config.base) or load_base(config))
+    configs = [_config(data, tmp_path / "runs", tmp_path / "store", learning_rate=rate) for rate in (1e-2, 1e-3, 1e-4)]
+    rows = run_grid(configs, tmp_path / "sweep", progress=False)
+    by_run = {row["run"]: row for row in rows}
+    used = by_run["run01"]["features"]["computed"]
+    assert used > 0
+    assert by_run["run01"]["features"] == {"reused": 0, "computed": used}
+    assert by_run["run02"]["features"] == by_run["run03"]["features"] == {"reused": used, "computed": 0}
+    assert built == ["vgg16"]
+    assert [row["export_dir"] is not None for row in rows] == [True, False, False]
+    assert (Path(rows[0]["export_dir"]) / "saved_model.pb").is_file()
+    everything = run_grid(configs[:2], tmp_path / "sweep-all", progress=False, export_all=True)
+    assert all((Path(row["export_dir"]) / "saved_model.pb").is_file() for row in everything)
+
+
+@pytest.mark.slow
+def test_a_shared_base_gives_the_same_head_as_a_base_built_for_the_run(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _sample(tmp_path / "data")
+    config = _config(data, tmp_path / "runs", tmp_path / "store")
+    alone = train(config, progress=False)
+    shared = train(config, progress=False, base=train(config, progress=False).classifier.base)
+    for a, b in zip(alone.classifier.head.get_weights(), shared.classifier.head.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)

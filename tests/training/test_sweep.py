@@ -85,15 +85,18 @@ def test_runs_rank_by_validation_accuracy_then_duration_and_unknown_accuracy_las
     outcomes = [(0.5, 1.0), (0.9, 9.0), (None, 0.5), (0.7, 5.0), (0.7, 3.0)]
     configs = [TrainConfig(learning_rate=0.1 * (index + 1)) for index in range(len(outcomes))]
 
-    def fake_train(config: TrainConfig, *, progress: bool):
+    def fake_train(config: TrainConfig, *, progress: bool, base: object = None):
         index = round(config.learning_rate / 0.1) - 1
         run_dir = Path(config.runs_dir) / f"r{index}"
         run_dir.mkdir(parents=True)
         accuracy, seconds = outcomes[index]
-        return SimpleNamespace(val_accuracy=accuracy, metrics={}, duration_s=seconds, run_dir=run_dir)
+        classifier = SimpleNamespace(base=object())
+        return SimpleNamespace(
+            val_accuracy=accuracy, metrics={}, duration_s=seconds, run_dir=run_dir, classifier=classifier
+        )
 
     monkeypatch.setattr(training.train, "train", fake_train)
-    monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: None)
+    monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: export_dir)
     rows = run_grid(configs, tmp_path / "sweep", progress=False)
     assert [row["run"] for row in rows] == ["run02", "run05", "run04", "run01", "run03"]
     assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5]
