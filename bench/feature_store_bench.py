@@ -1,7 +1,8 @@
-"""Feature-store benchmark (issue 10): an 8-configuration sweep before (/work/main) vs after, and phase 1 of a
-retrain after adding 5 % new files vs a cold run on the same data. One run, paired, load average beside each number.
+"""Feature-store benchmark (issue 10): an 8-configuration sweep before (the branch point with main, exported by
+`git archive`, or --before PATH) vs after, and phase 1 of a retrain after adding 5 % new files vs a cold run on the
+same data. One run, paired, load average beside each number.
 
-    .venv/bin/python bench/feature_store_bench.py [--before /work/main] [--per-class 500 --image-size 64] [--out x.json]
+    .venv/bin/python bench/feature_store_bench.py [--before-ref REF | --before PATH] [--per-class 500] [--out x.json]
 """
 
 from __future__ import annotations
@@ -80,11 +81,25 @@ def timed_phase1(data: Path, store: Path, runs: Path, size: int) -> dict[str, An
     return {"phase1_s": seconds[0], "features": result.features, "load_before": load_before, "load_after": load()}
 
 
+def merge_base() -> str:
+    command = ["git", "-C", str(REPO_ROOT), "merge-base", "main", "HEAD"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def export_ref(ref: str, target: Path) -> Path:
+    """The tree of `ref` as plain files (no worktree, nothing of the repository touched)."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", ref], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.data.sample import SampleSpec, write_sample
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--before", type=Path, default=Path("/work/main"))
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--before-ref", default="", help="git ref to compare with (default: merge-base with main)")
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--skip-sweep", action="store_true")
@@ -93,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"per_class": args.per_class, "classes": 2, "image_size": args.image_size}
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
+        before = args.before or export_ref(args.before_ref or merge_base(), work / "before")
+        results["before"] = str(args.before or args.before_ref or merge_base())
         data = work / "data"
         write_sample(data, SampleSpec(classes=2, per_class=args.per_class, size=96, seed=0))
         if not args.skip_sweep:
-            results["sweep_before"] = timed_sweep(args.before, work, data, args.image_size, "before")
+            results["sweep_before"] = timed_sweep(before, work, data, args.image_size, "before")
             results["sweep_after"] = timed_sweep(REPO_ROOT, work, data, args.image_size, "after")
             results["sweep_speedup"] = results["sweep_before"]["seconds"] / results["sweep_after"]["seconds"]
             print(json.dumps(results, indent=2), flush=True)
