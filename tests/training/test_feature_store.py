@@ -205,6 +205,8 @@ def test_augmented_phase_1_trains_on_k_stored_views_computed_once(tmp_path: Path
     assert first.features == {"reused": 0, "computed": 3 * 40}
     again = train(config, progress=False)
     assert again.features == {"reused": 3 * 40, "computed": 0}
+    for a, b in zip(first.classifier.head.get_weights(), again.classifier.head.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)  # the same seed draws the same view per image and epoch
     other = train(_config(data, tmp_path / "runs", store, augment=True, augment_views=3, rotation=0.2,
                           val_fraction=0.0, test_fraction=0.0), progress=False)  # fmt: skip
     assert other.features == {"reused": 0, "computed": 3 * 40}, "other augmentation settings, other views"
