@@ -23,6 +23,8 @@ from training.optim import learning_rate_for, make_optimizer, phase_callbacks
 logger = logging.getLogger(__name__)
 
 LOSS = "sparse_categorical_crossentropy"
+# View k of seed s seeds its augmentation layers from STRIDE * s + 10 * k (each layer takes seed + 0..4).
+VIEW_SEED_STRIDE = 100_003
 
 
 @dataclass
@@ -88,12 +90,14 @@ def _augmented_views(
 
     The augmentation settings are part of the views' keys: other settings, other views.
     """
-    augment = augmentation_for(config)
     settings = (config.flip, config.rotation, config.zoom, config.translation, config.contrast, config.seed)
     view_identity = hashlib.sha256(f"{source.identity}\0augment{settings}".encode()).hexdigest()
     views: list[list[str]] = []
     labels = np.zeros(0, np.int32)
     for view in range(1, config.augment_views + 1):
+        # Layers seeded per view: view k's draws never depend on which views an earlier run computed
+        # (one layer's stream continued across views would make a later run's view 3 repeat view 1).
+        augment = augmentation_for(config, seed=VIEW_SEED_STRIDE * config.seed + 10 * view)
         paths, labels, view_counts = stored_features(
             source.extractor, records, config, num_classes, source.store, view_identity, view=view, augment=augment
         )
@@ -155,7 +159,8 @@ def _pixel_splits(classifier: Classifier, config: TrainConfig, splits: dict[str,
     return train_data, val_data
 
 
-def augmentation_for(config: TrainConfig) -> Any:
+def augmentation_for(config: TrainConfig, *, seed: int | None = None) -> Any:
+    """The augmentation layers of `config` (seeded with `seed`, default the run's seed)."""
     from training.data import augmentation_layers
 
     return augmentation_layers(
@@ -164,7 +169,7 @@ def augmentation_for(config: TrainConfig) -> Any:
         zoom=config.zoom,
         translation=config.translation,
         contrast=config.contrast,
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
     )
 
 

@@ -264,3 +264,22 @@ def test_a_shared_base_gives_the_same_head_as_a_base_built_for_the_run(tmp_path:
     shared = train(config, progress=False, base=train(config, progress=False).classifier.base)
     for a, b in zip(alone.classifier.head.get_weights(), shared.classifier.head.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_view_is_the_same_whichever_run_computed_it_and_views_differ(tmp_path: Path) -> None:
+    from training.train import train
+
+    data = _sample(tmp_path / "data")
+    runs, settings = tmp_path / "runs", dict(augment=True, val_fraction=0.0, test_fraction=0.0)
+    train(_config(data, runs, tmp_path / "at-once", augment_views=2, **settings), progress=False)
+    train(_config(data, runs, tmp_path / "one-by-one", augment_views=1, **settings), progress=False)
+    grown = train(_config(data, runs, tmp_path / "one-by-one", augment_views=2, **settings), progress=False)
+    assert grown.features == {"reused": 20, "computed": 20}
+    at_once = FeatureStore(tmp_path / "at-once").entries()
+    one_by_one = FeatureStore(tmp_path / "one-by-one").entries()
+    relative = [path.relative_to(tmp_path / "one-by-one") for path in one_by_one]
+    assert [path.relative_to(tmp_path / "at-once") for path in at_once] == relative
+    for a, b in zip(at_once, one_by_one, strict=True):
+        np.testing.assert_allclose(np.load(a), np.load(b), atol=1e-5)
+    assert len({np.load(path).tobytes() for path in one_by_one}) == 40  # view 2 is no copy of view 1
