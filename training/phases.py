@@ -39,6 +39,8 @@ class FeatureSource:
 def open_feature_source(classifier: Classifier, config: TrainConfig) -> FeatureSource:
     """The store partition for the base as it is now (after any warm start, before any fine-tuning)."""
     identity = base_identity(config.base, classifier.feature_extractor.get_weights())
+    if config.mixed_precision:  # float16 compute gives other features from the same weights
+        identity = hashlib.sha256(f"{identity}\0mixed_float16".encode()).hexdigest()
     root = store_path(config.feature_store, config.runs_dir)
     store = FeatureStore(root).partition(config.base, identity, config.image_size)
     return FeatureSource(store=store, identity=identity, extractor=classifier.feature_extractor)
