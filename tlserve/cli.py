@@ -19,7 +19,7 @@ from tlserve.console import EXIT_USAGE, CommandError
 COMMAND_MODULES = (
     "training.cli_data",
     "training.cli_train",
-    "training.cli_models",
+    "promotion.cli",
     "service.modelserver.cli",
     "service.gateway.cli",
 )

@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from tlserve.preprocessing import preprocess_pixels
 from training.config import ConfigError, TrainConfig
+from training.preprocessing import preprocess_pixels
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promotion import audit, models_config
+from promotion.client import ModelServer
+from promotion.models_config import ServedModel
+from promotion.promote import MoveOptions, move_label
+from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label
-from training.rollback import rollback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -163,7 +163,7 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     # As after `tlserve retrain`: stable is version 1, the candidate (canary) is the newer version 2, which is also
     # the server's latest. Unpinned requests that the share does not pick must get stable's version, not latest.
     repo = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
     env = {**SERVE_ENV, "TLSERVE_CANARY_SHARE": "0.5"}
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
         with ModelServer(gateway.model_server_target) as client:

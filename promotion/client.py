@@ -2,7 +2,7 @@
 
 Promotion needs exactly three things from it: reload a config, read version states, and replay
 warmup requests through PredictionService for the infra gate. `ServingClient` is that interface, which
-one `ModelServer` and a `training.replicas.ReplicaGroup` of several both offer.
+one `ModelServer` and a `promotion.replicas.ReplicaGroup` of several both offer.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from promotion import audit, models_config
 from tlserve.cli import main
-from training import audit, modelconfig
 from training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def first_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stable_repo(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """models/ with version 1 of `tiny` trained on the first data and labelled stable (offline)."""
-    from training.promote import move_label
+    from promotion.promote import move_label
     from training.publish import publish_run
     from training.train import train
 
@@ -121,7 +121,7 @@ def test_retrain_publishes_candidate_and_promotes_when_every_gate_passes(
     assert "quality: pass" in out
     assert "infra: pass" in out
     assert "promoted: tiny stable 1 -> 2" in out
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 2}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 2}
     moves = [(r.action, r.label, r.old_version, r.new_version) for r in audit.read_records(repo, "tiny")]
     assert moves[-2:] == [("promote", "canary", None, 2), ("promote", "stable", 1, 2)]
     assert audit.read_records(repo, "tiny")[-1].metrics["accuracy"] >= 0
@@ -145,7 +145,7 @@ def test_retrain_keeps_back_a_candidate_that_fails_a_gate_and_says_why(
     quality = next(gate for gate in summary["gates"] if gate["gate"] == "quality")
     assert quality["passed"] is False
     assert "recall of 'circle'" in quality["detail"]
-    model = modelconfig.load_model(repo, "tiny")
+    model = models_config.load_model(repo, "tiny")
     assert model.labels == {"stable": 1}  # the refused canary lost its label
     assert (repo / "tiny" / "2" / "saved_model.pb").is_file()  # but stays on disk for inspection
     assert audit.read_records(repo, "tiny")[-1].action == "refused"
@@ -156,7 +156,7 @@ def test_retrain_of_an_unknown_dataset_folder_is_a_usage_error(repo: Path, capsy
 
     assert code == 2
     assert "dataset folder not found" in capsys.readouterr().err
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_checks_the_dataset_folder_before_importing_tensorflow(tmp_path: Path) -> None:
@@ -181,13 +181,13 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
 
     Publishing the candidate would make the server load it and drop version 1; the retrain pins 1 as stable
     first, so a refused candidate leaves version 1 served and the candidate unloaded."""
+    from promotion.client import ModelServer
     from tests.conftest import random_images
     from tests.support.modelserver import predict_request, running_model_server
-    from training.modelservice import ModelServer
 
     audit.audit_path(repo).unlink()
-    modelconfig.write_config(repo / "models.config", modelconfig.put_model(
-        modelconfig.read_config(repo / "nothing.config"), modelconfig.ServedModel("tiny", "tiny")
+    models_config.write_config(repo / "models.config", models_config.put_model(
+        models_config.read_config(repo / "nothing.config"), models_config.ServedModel("tiny", "tiny")
     ))  # fmt: skip
     with running_model_server(repo) as server, ModelServer(server.target) as client:
         online = ["--server", server.target, "--drain", "0"]
@@ -207,7 +207,7 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
     assert states.get(1) == "AVAILABLE"
     assert states.get(2) != "AVAILABLE"
     assert (unpinned.model_spec.version.value, stable.model_spec.version.value) == (1, 1)
-    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (1,), {"stable": 1})
+    assert models_config.load_model(repo, "tiny") == models_config.ServedModel("tiny", "tiny", (1,), {"stable": 1})
     pin = audit.read_records(repo, "tiny")[0]
     assert (pin.action, pin.label, pin.old_version, pin.new_version) == ("promote", "stable", None, 1)
     assert pin.reason == "pin served version before retrain"
@@ -231,16 +231,16 @@ def test_retrain_against_a_running_model_server_gates_and_promotes_there(
     assert "infra: pass (p95" in out
     assert "no stable to compare" not in out  # stable was timed on the server too
     assert answered == 2
-    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (2,), {"stable": 2})
+    assert models_config.load_model(repo, "tiny") == models_config.ServedModel("tiny", "tiny", (2,), {"stable": 2})
 
 
 def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.training.promote_fakes import FakeModelService, start_fake
+    from tests.promotion.promote_fakes import FakeModelService, start_fake
 
     fake = FakeModelService(repo, never_load={2})
-    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    fake.boot(models_config.absolute_config(models_config.read_config(repo / "models.config"), repo))
     server, target = start_fake(fake)
     try:
         online = ["--server", target, "--drain", "0", "--load-timeout", "0.5"]
@@ -253,7 +253,7 @@ def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     assert code == 1, captured.out
     assert "infra gate refused: candidate did not load: tiny version 2 did not become AVAILABLE" in captured.err
     assert fake.last_labels("tiny") == {"stable": 1}
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
@@ -274,7 +274,7 @@ def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
     assert code == 1, captured.out
     assert "(trained from the base weights)" in captured.out
     assert "signature gate refused: classes ['circle', 'square', 'star', 'triangle'] != stable" in captured.err
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_before(
@@ -282,10 +282,10 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
 ) -> None:
     """No TF Serving pod is ready when the retrain starts (the one there was is being replaced); one is by the
     time training ends. The label moves go to the pod that is there then."""
+    from promotion import replicas, retrain_flow
     from tests.conftest import random_images
+    from tests.promotion.replica_fakes import fake_getaddrinfo
     from tests.support.modelserver import predict_request, running_model_server
-    from tests.training.replica_fakes import fake_getaddrinfo
-    from training import replicas, retrain_flow
 
     table: dict[str, list[tuple[int, str]]] = {"tfserving-pods": []}
     real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain_flow.warm_train
@@ -318,8 +318,8 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
 def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canary(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.training.promote_fakes import FakeModelService
-    from tests.training.replica_fakes import Refusing, started_fakes
+    from tests.promotion.promote_fakes import FakeModelService
+    from tests.promotion.replica_fakes import Refusing, started_fakes
 
     # The second replica takes its boot config and the canary move's three steps, then refuses everything.
     steady, refusing = FakeModelService(repo), Refusing(repo, accepting=4)
@@ -335,6 +335,6 @@ def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canar
     assert f"canary removed on every replica but {targets[1]}" in caplog.text
     assert steady.last_labels("tiny") == {"stable": 1}
     assert refusing.last_labels("tiny") == {"stable": 1, "canary": 2}
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
     actions = [(record.action, record.label) for record in audit.read_records(repo, "tiny")]
     assert actions[-2:] == [("unlabel", "canary"), ("refused", "stable")]

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from promotion.client import AVAILABLE, ModelServer, ServerError, ServingClient
 from tlserve.console import CommandError, split_host_port
-from training.modelservice import AVAILABLE, ModelServer, ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
 

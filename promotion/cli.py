@@ -123,7 +123,7 @@ def _register_rollback(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _register_retrain(subparsers: argparse._SubParsersAction[Any]) -> None:
-    from training.retrain import add_retrain_arguments
+    from promotion.retrain import add_retrain_arguments
 
     parser = subparsers.add_parser("retrain", help="warm-start retrain, publish as canary, promote if better")
     add_retrain_arguments(parser)
@@ -138,7 +138,7 @@ def server_targets(args: argparse.Namespace) -> list[str]:
     A name that does not resolve (e.g. no ready pod behind a headless Service) is only a warning here:
     the states then come from models.config, as when a server cannot be asked.
     """
-    from training.replicas import check_servers, replica_targets
+    from promotion.replicas import check_servers, replica_targets
 
     if not args.server:
         return []
@@ -152,8 +152,8 @@ def server_targets(args: argparse.Namespace) -> list[str]:
 
 def move_options(args: argparse.Namespace) -> Any:
     """MoveOptions for one command or one retrain move; with --all-replicas the names are resolved now."""
-    from training.promote import MoveOptions
-    from training.replicas import connect, replica_targets
+    from promotion.promote import MoveOptions
+    from promotion.replicas import connect, replica_targets
 
     if getattr(args, "offline", False):
         return MoveOptions(load_timeout_s=args.load_timeout, drain_s=args.drain)
@@ -168,8 +168,8 @@ def move_options(args: argparse.Namespace) -> Any:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from training.promote import move_label
-    from training.retention import prune_versions
+    from promotion.promote import move_label
+    from promotion.retention import prune_versions
 
     options = move_options(args)
     try:
@@ -191,7 +191,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from training.rollback import rollback
+    from promotion.rollback import rollback
 
     options = move_options(args)
     try:
@@ -204,13 +204,13 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from training.retrain import run_retrain
+    from promotion.retrain import run_retrain
 
     return run_retrain(args)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from training.inventory import describe_repository
+    from promotion.inventory import describe_repository
 
     models = describe_repository(args.models_dir, servers=server_targets(args))
     if args.json:
@@ -226,7 +226,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from training.inventory import describe_model
+    from promotion.inventory import describe_model
 
     model = describe_model(args.models_dir, args.name, servers=server_targets(args))
     if args.json:

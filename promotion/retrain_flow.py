@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tlserve.console import CommandError, Refused
-from training import audit, gates, infra
-from training.gates import GateRefused, GateResult, Metrics, WarmupReport
-from training.modelconfig import load_model
-from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
-from training.retention import prune_versions
-from training.retrain import (
+from promotion import audit, gates, probes
+from promotion.gates import GateRefused, GateResult, Metrics, WarmupReport
+from promotion.models_config import load_model
+from promotion.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from promotion.retention import prune_versions
+from promotion.retrain import (
     Baseline,
     describe,
     evaluate_on_holdout,
@@ -29,6 +28,7 @@ from training.retrain import (
     thresholds_from_args,
     warm_train,
 )
+from tlserve.console import CommandError, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RetrainFlow:
 
     def __init__(self, args: argparse.Namespace, options: MoveOptions | None = None) -> None:
         """`options` fixes the server for every move (the caller closes it); by default each move builds its own."""
-        from training.replicas import check_servers
+        from promotion.replicas import check_servers
 
         self.args = args
         self.models_dir: Path = args.models_dir
@@ -55,7 +55,7 @@ class RetrainFlow:
         if self.fixed_options is not None:
             yield self.fixed_options
             return
-        from training.cli_models import move_options
+        from promotion.cli import move_options
 
         options: MoveOptions = move_options(self.args)
         try:
@@ -146,17 +146,17 @@ class RetrainFlow:
         self, baseline: Baseline, candidate: int, candidate_dir: Path
     ) -> tuple[WarmupReport, WarmupReport | None]:
         """Replay the candidate's warmup requests on the server (or in-process offline), then stable's turn."""
-        requests = infra.read_warmup_requests(candidate_dir)
+        requests = probes.read_warmup_requests(candidate_dir)
         with self.move_options() as options:
             server = options.server
             if server is None:
-                candidate_report = infra.probe_in_process(candidate_dir, requests)
+                candidate_report = probes.probe_in_process(candidate_dir, requests)
                 stable_dir = baseline.version_dir
-                return candidate_report, infra.probe_in_process(stable_dir, requests) if stable_dir else None
-            candidate_report = infra.probe_on_server(server, self.name, candidate, requests)
+                return candidate_report, probes.probe_in_process(stable_dir, requests) if stable_dir else None
+            candidate_report = probes.probe_on_server(server, self.name, candidate, requests)
             if baseline.version is None:
                 return candidate_report, None
-            return candidate_report, infra.probe_on_server(server, self.name, baseline.version, requests)
+            return candidate_report, probes.probe_on_server(server, self.name, baseline.version, requests)
 
     def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
         refusal = GateRefused(results)

@@ -15,11 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from promotion import gates, models_config
+from promotion.gates import GateResult, GateThresholds, Metrics
+from promotion.inventory import read_metadata
 from tlserve import contract
 from tlserve.console import EXIT_OK, CommandError
-from training import gates, modelconfig
-from training.gates import GateResult, GateThresholds, Metrics
-from training.inventory import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +82,10 @@ class Baseline:
 def find_baseline(models_dir: Path, name: str) -> Baseline:
     """Stable if labelled, else the newest served version (what an unlabelled server serves), else nothing."""
     try:
-        model = modelconfig.load_model(models_dir, name)
-    except modelconfig.ConfigError:
+        model = models_config.load_model(models_dir, name)
+    except models_config.ConfigError:
         return Baseline(None, None, [], {})
-    base = modelconfig.resolve_base_path(modelconfig.config_path(models_dir), model.base_path)
+    base = models_config.resolve_base_path(models_config.config_path(models_dir), model.base_path)
     # Unlabelled, the server serves the newest of the entry's specific versions, or the newest on disk.
     version = model.labels.get("stable") or max(model.versions or contract.list_versions(base), default=None)
     if version is None:
@@ -147,7 +147,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     """The whole retrain; exit 0 promoted (or passed and left as canary), GateRefused (1) kept back."""
     if not args.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
         raise CommandError(f"dataset folder not found: {args.data}")
-    from training.retrain_flow import RetrainFlow
+    from promotion.retrain_flow import RetrainFlow
 
     flow = RetrainFlow(args)
     try:
