@@ -58,3 +58,15 @@ def list_versions(model_dir: Path) -> list[int]:
         if name.isdigit() and str(int(name)) == name and child.is_dir():
             versions.append(int(name))
     return sorted(versions)
+
+
+def default_served_models(models_dir: Path) -> list[str]:
+    """The model folders a repository without `models.config` serves, sorted: every sub-folder not starting with `.`.
+
+    Each is served with TF Serving's default policy (latest version), named after its folder. A folder without
+    versions yet is still a model (it serves nothing until one is published). The embedded model server's
+    `--models-dir` and the first models.config that promotion writes both follow this one rule.
+    """
+    if not models_dir.is_dir():
+        return []
+    return [child.name for child in sorted(models_dir.iterdir()) if child.is_dir() and not child.name.startswith(".")]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.modelserver.errors import InvalidArgument
-from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE
+from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, default_served_models
 
 ModelServerConfig = Any  # tensorflow_serving.config.model_server_config_pb2.ModelServerConfig
 ModelConfig = Any  # tensorflow_serving.config.model_server_config_pb2.ModelConfig
@@ -70,13 +70,11 @@ def models_dir_config(models_dir: Path) -> ModelServerConfig:
     if config_file.is_file():
         return read_model_server_config(config_file)
     config = _config_module().ModelServerConfig()
-    if models_dir.is_dir():
-        for child in sorted(models_dir.iterdir()):
-            if child.is_dir() and not child.name.startswith("."):
-                model = config.model_config_list.config.add()
-                model.name = child.name
-                model.base_path = str(child.resolve())
-                model.model_platform = "tensorflow"
+    for name in default_served_models(models_dir):
+        model = config.model_config_list.config.add()
+        model.name = name
+        model.base_path = str((models_dir / name).resolve())
+        model.model_platform = "tensorflow"
     validate_model_server_config(config)
     return config
 

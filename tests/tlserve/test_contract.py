@@ -26,3 +26,27 @@ def test_labels_follow_tf_servings_pattern() -> None:
     assert contract.LABEL_PATTERN.match("stable_2")
     assert not contract.LABEL_PATTERN.match("canary-1")
     assert not contract.LABEL_PATTERN.match("")
+
+
+def test_a_repository_without_models_config_serves_every_visible_model_folder(tmp_path: Path) -> None:
+    from tlserve.contract import default_served_models
+
+    for name in ("beta", "alpha", ".staging-x", "empty"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "alpha" / "1").mkdir()
+    (tmp_path / "audit.jsonl").write_text("")
+
+    assert default_served_models(tmp_path) == ["alpha", "beta", "empty"]
+    assert default_served_models(tmp_path / "missing") == []
+
+
+def test_promotion_and_the_model_server_agree_on_the_default_models(tmp_path: Path) -> None:
+    from promotion.models_config import model_names, read_repository_config
+    from service.modelserver.config import models_dir_config
+
+    for name in ("demo", "other", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "demo" / "3").mkdir()
+
+    served = [model.name for model in models_dir_config(tmp_path).model_config_list.config]
+    assert model_names(read_repository_config(tmp_path)) == served == ["demo", "other"]
