@@ -1,175 +1,238 @@
-"""`tlserve retrain`: warm-start from stable, publish the candidate as canary, gate it against stable, promote or not.
+"""`tlserve retrain` as a domain flow: train → publish → canary → gates → promote, or keep back and say why.
 
-Warm start restores the stable version's own variables (object-based, from its SavedModel's `variables/`)
-into a classifier built with stable's recorded training config, so no side files are needed. Candidate and
-stable are then scored by their exported `serving_default` on the grown dataset's test split; the path-hash
-split keeps every old test image in that split as data is added, so stable never sees its holdout in training.
+A refused candidate loses its canary label (so the gateway's canary share stops reaching it) but stays on
+disk for inspection; the refusal, with every gate's numbers, is in the audit log and the exit message.
+Each label move calls `connect` afresh (with --all-replicas the CLI resolves the replicas again), since
+training takes hours. No argparse and no printing here: progress goes to `notify`, the outcome is returned
+(`RetrainResult`) or raised (`RetrainRefused`, carrying the summary); `promotion.cli` prints both.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
 import logging
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promotion import gates, models_config
-from promotion.gates import GateResult, GateThresholds, Metrics
-from promotion.inventory import read_metadata
-from tlserve import contract
-from tlserve.console import EXIT_OK, CommandError
+from promotion import audit, gates, probes
+from promotion.candidate import Baseline, describe, evaluate_on_holdout, find_baseline, retrain_config, warm_train
+from promotion.gates import GateRefused, GateResult, GateThresholds, Metrics, WarmupReport
+from promotion.models_config import load_model
+from promotion.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from promotion.retention import prune_versions
+from tlserve.console import CommandError, Refused
 
 logger = logging.getLogger(__name__)
 
-# Keys of stable's recorded config that describe the *run*, not the model; the retrain sets its own.
-_RUN_KEYS = {"data", "name", "models_dir", "resume", "json", "weights", "runs_dir"}
-
-
-def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
-    from training.config import add_config_arguments
-
-    parser.add_argument("data", type=Path, help="the grown dataset folder (one sub-folder per class)")
-    parser.add_argument("--name", required=True, help="model to retrain (its stable version is the starting point)")
-    parser.add_argument("--promote-if-better", action="store_true", help="promote to stable when every gate passes")
-    parser.add_argument("--reason", default="retrain", help="recorded in the audit log")
-    parser.add_argument(
-        "--keep",
-        type=int,
-        default=0,
-        help="after a promotion, delete unlabelled versions beyond the newest N (0 keeps all)",
-    )
-    thresholds = GateThresholds()
-    parser.add_argument(
-        "--accuracy-tolerance",
-        type=float,
-        default=thresholds.accuracy_tolerance,
-        help="quality gate: candidate accuracy may trail stable by at most this",
-    )
-    parser.add_argument(
-        "--min-class-recall",
-        type=float,
-        default=thresholds.min_class_recall,
-        help="quality gate: floor of every class's recall",
-    )
-    parser.add_argument(
-        "--min-accuracy",
-        type=float,
-        default=thresholds.min_accuracy,
-        help="quality gate for a first model (no stable to compare with)",
-    )
-    parser.add_argument(
-        "--latency-factor",
-        type=float,
-        default=thresholds.latency_factor,
-        help="infra gate: candidate p95 may be at most this times stable's",
-    )
-    parser.add_argument("--allow-class-change", action="store_true", help="signature gate: accept a new class list")
-    add_config_arguments(parser)
+Connect = Callable[[], AbstractContextManager[MoveOptions]]
+"""Opens the MoveOptions (server connection) for one step and closes it afterwards."""
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """The version the candidate must beat (None fields for a first model)."""
+class RetrainOptions:
+    """What one retrain is asked to do (`tlserve retrain`'s arguments, typed)."""
 
-    version: int | None
-    version_dir: Path | None
-    classes: list[str]
-    config: dict[str, Any]
-
-
-def find_baseline(models_dir: Path, name: str) -> Baseline:
-    """Stable if labelled, else the newest served version (what an unlabelled server serves), else nothing."""
-    try:
-        model = models_config.load_model(models_dir, name)
-    except models_config.ConfigError:
-        return Baseline(None, None, [], {})
-    base = models_config.resolve_base_path(models_config.config_path(models_dir), model.base_path)
-    # Unlabelled, the server serves the newest of the entry's specific versions, or the newest on disk.
-    version = model.labels.get("stable") or max(model.versions or contract.list_versions(base), default=None)
-    if version is None:
-        return Baseline(None, None, [], {})
-    version_dir = base / str(version)
-    metadata = read_metadata(version_dir)
-    return Baseline(version, version_dir, gates.read_classes(version_dir), dict(metadata.get("config", {})))
+    data: Path
+    name: str
+    models_dir: Path
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+    promote_if_better: bool = False
+    reason: str = "retrain"
+    keep: int = 0  # after a promotion, unlabelled versions beyond the newest N are deleted (0 keeps all)
+    config_file: Path | None = None  # a training TOML laid over stable's recorded config
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # training flags, over both
 
 
-def retrain_config(args: argparse.Namespace, baseline: Baseline) -> Any:
-    """Stable's recorded config ← --config file ← flags; data/name/models_dir from this command."""
-    from training.config import TrainConfig, build_config, load_toml
+@dataclass(frozen=True)
+class RetrainResult:
+    """A retrain that passed every gate: the JSON-ready summary, and whether the candidate became stable."""
 
-    known = {item.name for item in fields(TrainConfig)}
-    values = {key: value for key, value in baseline.config.items() if key in known and key not in _RUN_KEYS}
-    if args.config is not None:
-        values.update(load_toml(args.config))
-    overrides = {key: value for key, value in vars(args).items() if key in known}
-    overrides.update(data=str(args.data), name=args.name, models_dir=str(args.models_dir), resume=False)
-    return build_config(values, overrides, source=str(args.config or "stable's config + flags"))
+    summary: dict[str, Any]
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.summary.get("promoted"))
 
 
-def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any, bool]:
-    """training.train.train from stable's weights (same classes only); returns (TrainResult, scan, warm)."""
-    from training.train import train
-    from training.warmstart import WarmStart
+class RetrainRefused(GateRefused):
+    """The candidate was kept back; `summary` holds every gate's numbers (what `--json` prints)."""
 
-    warm_start = None if baseline.version_dir is None else WarmStart(baseline.version_dir, list(baseline.classes))
-    result = train(config, progress=False, warm_start=warm_start)
-    return result, result.scan, result.warm_started
+    def __init__(self, results: list[GateResult], summary: dict[str, Any]) -> None:
+        super().__init__(results)
+        self.summary = summary
 
 
-def evaluate_on_holdout(version_dir: Path, scan: Any, *, batch_size: int = 32) -> Metrics:
-    """Accuracy and per-class recall of an exported version's serving_default on the scan's test split."""
-    import numpy as np
-    import tensorflow as tf
+def offline(options: MoveOptions | None = None) -> Connect:
+    """A `connect` that always yields the same options (default: no server, only models.config is rewritten)."""
 
-    from training.data.checks import to_png_bytes
-    from training.evaluate import classification_metrics
+    @contextlib.contextmanager
+    def same() -> Iterator[MoveOptions]:
+        yield options if options is not None else MoveOptions()
 
-    classes = gates.read_classes(version_dir)
-    records = [record for record in scan.records if record.split == "test" and scan.classes[record.label] in classes]
-    if not records:
-        raise CommandError(f"{scan.root}: the test split is empty; cannot compare candidate and stable")
-    signature = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_BYTES]
-    batches = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        encoded = [to_png_bytes(r.path.read_bytes()) if r.needs_conversion else r.path.read_bytes() for r in chunk]
-        outputs = signature(**{contract.INPUT_BYTES: tf.constant(encoded)})
-        batches.append(outputs[contract.OUTPUT_PROBABILITIES].numpy())
-    labels = np.array([classes.index(scan.classes[record.label]) for record in records])
-    report = classification_metrics(labels, np.concatenate(batches), classes)
-    recall = {name: row["recall"] for name, row in report["per_class"].items() if row["support"] > 0}
-    return Metrics(accuracy=report["accuracy"], recall=recall, examples=report["examples"])
+    return same
 
 
-def run_retrain(args: argparse.Namespace) -> int:
-    """The whole retrain; exit 0 promoted (or passed and left as canary), GateRefused (1) kept back."""
-    if not args.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
-        raise CommandError(f"dataset folder not found: {args.data}")
-    from promotion.retrain_flow import RetrainFlow
-
-    flow = RetrainFlow(args)
-    try:
-        summary = flow.run()
-    except gates.GateRefused:
-        if getattr(args, "json", False) and flow.summary:
-            print(json.dumps(flow.summary, indent=2, default=str))  # the refusing gates with their numbers
-        raise
-    if getattr(args, "json", False):
-        print(json.dumps(summary, indent=2, default=str))
-    return EXIT_OK
+def retrain(options: RetrainOptions, connect: Connect, notify: Callable[[str], None] = logger.info) -> RetrainResult:
+    """The whole retrain; RetrainRefused (exit 1) when a gate keeps the candidate back."""
+    if not options.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
+        raise CommandError(f"dataset folder not found: {options.data}")
+    return RetrainFlow(options, connect, notify).run()
 
 
-def thresholds_from_args(args: argparse.Namespace) -> GateThresholds:
-    return GateThresholds(
-        accuracy_tolerance=args.accuracy_tolerance,
-        min_class_recall=args.min_class_recall,
-        min_accuracy=args.min_accuracy,
-        latency_factor=args.latency_factor,
-        allow_class_change=args.allow_class_change,
-    )
+class RetrainFlow:
+    """One retrain run; `run()` returns a RetrainResult or raises RetrainRefused / CommandError."""
 
+    def __init__(self, options: RetrainOptions, connect: Connect, notify: Callable[[str], None]) -> None:
+        self.options = options
+        self.models_dir = options.models_dir
+        self.name = options.name
+        self.thresholds = options.thresholds
+        self.move_options = connect
+        self.notify = notify
 
-def describe(results: list[GateResult]) -> str:
-    return "\n".join(f"  {result}" for result in results)
+    def run(self) -> RetrainResult:
+        from training.publish import publish_run
+
+        baseline = find_baseline(self.models_dir, self.name)
+        config = retrain_config(
+            baseline,
+            data=self.options.data,
+            name=self.name,
+            models_dir=self.models_dir,
+            config_file=self.options.config_file,
+            overrides=self.options.overrides,
+        )
+        result, scan, warm = warm_train(config, baseline)
+        self._pin_baseline(baseline)
+        candidate = publish_run(result, self.models_dir, self.name)
+        start = f"warm start from {baseline.version}" if warm else "trained from the base weights"
+        self.notify(f"published {self.name} version {candidate} ({start})")
+        load_error = self._label_canary(candidate)
+        candidate_dir = self.models_dir / self.name / str(candidate)
+        candidate_metrics = evaluate_on_holdout(candidate_dir, scan)
+        stable_metrics = evaluate_on_holdout(baseline.version_dir, scan) if baseline.version_dir else None
+        results = self._gates(baseline, candidate, candidate_dir, candidate_metrics, stable_metrics, load_error)
+        summary = {
+            "model": self.name,
+            "candidate": candidate,
+            "stable": baseline.version,
+            "candidate_metrics": candidate_metrics.as_dict(),
+            "stable_metrics": stable_metrics.as_dict() if stable_metrics else None,
+            "gates": [{"gate": r.gate, "passed": r.passed, "detail": r.detail} for r in results],
+        }
+        self.notify(
+            f"candidate {candidate} vs stable {baseline.version} on {candidate_metrics.examples} held-out images:"
+        )
+        self.notify(describe(results))
+        if not all(result.passed for result in results):
+            self._keep_back(candidate, results, summary)
+        summary["promoted"] = self._maybe_promote(candidate, summary)
+        return RetrainResult(summary)
+
+    def _gates(
+        self,
+        baseline: Baseline,
+        candidate: int,
+        candidate_dir: Path,
+        candidate_metrics: Metrics,
+        stable_metrics: Metrics | None,
+        load_error: str,
+    ) -> list[GateResult]:
+        results = []
+        if baseline.version_dir is not None:
+            results.append(
+                gates.check_signature(
+                    baseline.version_dir, candidate_dir, allow_class_change=self.thresholds.allow_class_change
+                )
+            )
+        results.append(gates.check_quality(candidate_metrics, stable_metrics, self.thresholds))
+        if load_error:
+            results.append(gates.check_infra(WarmupReport(loaded=False, error=load_error), None, self.thresholds))
+            return results
+        candidate_probe, stable_probe = self._probe(baseline, candidate, candidate_dir)
+        results.append(gates.check_infra(candidate_probe, stable_probe, self.thresholds))
+        return results
+
+    def _pin_baseline(self, baseline: Baseline) -> None:
+        """Label the served baseline `stable` (a `specific` version policy) before the candidate appears on disk.
+
+        Unpinned, a `latest` policy would make the server load the candidate and drop the baseline on its next
+        file-system poll, before any gate ran, and every later label move would serve the labelled versions only.
+        """
+        if baseline.version is None or STABLE in load_model(self.models_dir, self.name).labels:
+            return
+        with self.move_options() as options:
+            move_label(self.models_dir, self.name, baseline.version, label=STABLE, options=options,
+                       reason="pin served version before retrain")  # fmt: skip
+        self.notify(f"pinned {self.name} version {baseline.version} as {STABLE} (it was served without a label)")
+
+    def _label_canary(self, candidate: int) -> str:
+        """Label the candidate `canary` (loading it on the server); returns why it could not load, or ""."""
+        try:
+            with self.move_options() as options:
+                move_label(self.models_dir, self.name, candidate, label=CANARY, options=options,
+                           reason="retrain candidate")  # fmt: skip
+        except Refused as exc:
+            return str(exc)
+        return ""
+
+    def _probe(
+        self, baseline: Baseline, candidate: int, candidate_dir: Path
+    ) -> tuple[WarmupReport, WarmupReport | None]:
+        """Replay the candidate's warmup requests on the server (or in-process offline), then stable's turn."""
+        requests = probes.read_warmup_requests(candidate_dir)
+        with self.move_options() as options:
+            server = options.server
+            if server is None:
+                candidate_report = probes.probe_in_process(candidate_dir, requests)
+                stable_dir = baseline.version_dir
+                return candidate_report, probes.probe_in_process(stable_dir, requests) if stable_dir else None
+            candidate_report = probes.probe_on_server(server, self.name, candidate, requests)
+            if baseline.version is None:
+                return candidate_report, None
+            return candidate_report, probes.probe_on_server(server, self.name, baseline.version, requests)
+
+    def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
+        refusal = RetrainRefused(results, summary)
+        summary.update(promoted=False, refused=str(refusal))
+        try:
+            with self.move_options() as options:
+                drop_label(self.models_dir, self.name, CANARY, options=options, reason=f"refused: {refusal}")
+        except CommandError as exc:
+            # The refusal stands (exit 1, audited below); the log says which replica kept the canary label.
+            logger.error("removing the canary label: %s", exc)
+        record = audit.AuditRecord(
+            "refused",
+            self.name,
+            STABLE,
+            summary["stable"],
+            candidate,
+            reason=str(refusal),
+            metrics=summary["candidate_metrics"],
+        )
+        audit.append_record(self.models_dir, record)
+        self.notify(f"kept back: {self.name} version {candidate} stays off stable")
+        raise refusal
+
+    def _maybe_promote(self, candidate: int, summary: dict[str, Any]) -> bool:
+        if not self.options.promote_if_better:
+            self.notify(f"every gate passed; version {candidate} stays canary (add --promote-if-better to promote)")
+            return False
+        with self.move_options() as options:
+            move_label(
+                self.models_dir,
+                self.name,
+                candidate,
+                label=STABLE,
+                options=options,
+                reason=self.options.reason,
+                metrics=summary["candidate_metrics"],
+            )
+        self.notify(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
+        if self.options.keep > 0:
+            deleted = prune_versions(self.models_dir, self.name, keep=self.options.keep)
+            self.notify(f"deleted old versions {deleted}" if deleted else "no old versions to delete")
+        return True

@@ -6,7 +6,6 @@ so a config file is just a saved command line. Free of TensorFlow: the CLI impor
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -115,36 +114,10 @@ CHOICES = {
     "head": HEADS,
     "class_weights": CLASS_WEIGHTS,
 }
-_CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (positional or shared flags)
 
 
 def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are SUPPRESSed so that only given flags override the file."""
-    parser.add_argument("--config", type=Path, help="TOML file whose keys are these flags' names")
-    for item in fields(TrainConfig):
-        if item.name in _CLI_ONLY:
-            continue
-        help_text = f"{HELP.get(item.name, item.name.replace('_', ' '))} (default: {item.default})"
-        if item.type == "bool":
-            action = argparse.BooleanOptionalAction
-            parser.add_argument(flag_name(item.name), action=action, default=argparse.SUPPRESS, help=help_text)
-        else:
-            choices = CHOICES.get(item.name)
-            parser.add_argument(
-                flag_name(item.name),
-                type=_parser_for(item.type),
-                default=argparse.SUPPRESS,
-                metavar="{" + ",".join(choices) + "}" if choices else None,
-                help=help_text,
-            )
-
-
-def _parser_for(type_name: Any) -> Any:
-    return {"int": int, "float": float, "str": str}[str(type_name)]
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ the comparison is sorted by validation accuracy, never by test accuracy, so the 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import datetime as dt
@@ -48,14 +47,13 @@ def sweep_configs(file_values: Mapping[str, Any], overrides: Mapping[str, Any], 
     return configs
 
 
-def run_sweep_command(args: argparse.Namespace) -> int:
-    """Run the grid, print and write the comparison, optionally publish the winner."""
+def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publish_best: bool = False) -> int:
+    """Run the grid of `config_file` (flags in `overrides`), print and write the comparison, maybe publish the best."""
     file_values: dict[str, Any] = {}
     if os.environ.get("TLSERVE_MODELS_DIR"):
         file_values["models_dir"] = os.environ["TLSERVE_MODELS_DIR"]
-    file_values.update(load_toml(args.config))
-    overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
-    configs = sweep_configs(file_values, overrides, str(args.config))
+    file_values.update(load_toml(config_file))
+    configs = sweep_configs(file_values, overrides, str(config_file))
     first = configs[0]
     if not first.data or not first.name:
         raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
@@ -64,7 +62,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     rows = run_grid(configs, sweep_dir, progress=not first.json)
     write_tables(rows, sweep_dir)
     published = None
-    if args.publish_best and rows:
+    if publish_best and rows:
         from training.publish import publish_exported
 
         published = publish_exported(Path(rows[0]["export_dir"]), Path(first.models_dir), first.name)

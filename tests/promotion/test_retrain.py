@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from promotion import audit, models_config
+from promotion.promote import MoveOptions
 from tlserve.cli import main
 from training.config import TrainConfig
 
@@ -282,13 +285,13 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
 ) -> None:
     """No TF Serving pod is ready when the retrain starts (the one there was is being replaced); one is by the
     time training ends. The label moves go to the pod that is there then."""
-    from promotion import replicas, retrain_flow
+    from promotion import replicas, retrain
     from tests.conftest import random_images
     from tests.promotion.replica_fakes import fake_getaddrinfo
     from tests.support.modelserver import predict_request, running_model_server
 
     table: dict[str, list[tuple[int, str]]] = {"tfserving-pods": []}
-    real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain_flow.warm_train
+    real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain.warm_train
     fake = fake_getaddrinfo(table)
 
     def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
@@ -301,7 +304,7 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
         table["tfserving-pods"] = [(socket.AF_INET, "127.0.0.1")]
         return trained
 
-    monkeypatch.setattr(retrain_flow, "warm_train", warm_train_then_a_pod_is_ready)
+    monkeypatch.setattr(retrain, "warm_train", warm_train_then_a_pod_is_ready)
     with running_model_server(repo) as server:
         online = ["--server", f"tfserving-pods:{server.port}", "--all-replicas", "--drain", "0"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
@@ -338,3 +341,59 @@ def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canar
     assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
     actions = [(record.action, record.label) for record in audit.read_records(repo, "tiny")]
     assert actions[-2:] == [("unlabel", "canary"), ("refused", "stable")]
+
+
+# --- the flow without argparse: typed options, a connect callable, a returned result -----------------------------
+
+
+def test_the_retrain_flow_runs_from_typed_options_and_returns_what_it_did(repo: Path, grown_data: Path) -> None:
+    from promotion.gates import GateThresholds
+    from promotion.retrain import RetrainOptions, offline, retrain
+
+    options = RetrainOptions(
+        data=grown_data, name="tiny", models_dir=repo, promote_if_better=True,
+        thresholds=GateThresholds(accuracy_tolerance=1, min_class_recall=0, latency_factor=1000),
+        overrides={"epochs": 1, "runs_dir": str(repo.parent / "runs")},
+    )  # fmt: skip
+    progress: list[str] = []
+
+    result = retrain(options, offline(), notify=progress.append)
+
+    assert result.promoted
+    assert (result.summary["candidate"], result.summary["stable"]) == (2, 1)
+    assert [gate["gate"] for gate in result.summary["gates"]] == ["signature", "quality", "infra"]
+    assert "promoted: tiny stable 1 -> 2" in progress
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 2}
+
+
+def test_the_retrain_flow_raises_a_refusal_that_carries_the_gates_numbers(repo: Path, grown_data: Path) -> None:
+    from promotion.gates import GateThresholds
+    from promotion.retrain import RetrainOptions, RetrainRefused, retrain
+
+    options = RetrainOptions(
+        data=grown_data, name="tiny", models_dir=repo, promote_if_better=True,
+        thresholds=GateThresholds(min_class_recall=1.01, latency_factor=1000),
+        overrides={"epochs": 1, "runs_dir": str(repo.parent / "runs")},
+    )  # fmt: skip
+    opened: list[str] = []
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[MoveOptions]:
+        opened.append("connect")
+        yield MoveOptions()
+
+    with pytest.raises(RetrainRefused) as refused:
+        retrain(options, connect, notify=lambda _: None)
+
+    assert refused.value.summary["promoted"] is False
+    assert "< floor 1.010" in refused.value.summary["refused"]
+    assert len(opened) >= 3  # canary, probe and keep-back each connect afresh
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_the_retrain_flow_refuses_an_unknown_dataset_folder_before_training(repo: Path) -> None:
+    from promotion.retrain import RetrainOptions, offline, retrain
+    from tlserve.console import CommandError
+
+    with pytest.raises(CommandError, match="dataset folder not found"):
+        retrain(RetrainOptions(data=repo / "nowhere", name="tiny", models_dir=repo), offline())

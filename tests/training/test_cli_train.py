@@ -10,7 +10,7 @@ import pytest
 
 from tlserve import contract
 from tlserve.cli import build_parser, main
-from training.cli_train import train_config_from_args
+from training.cli import train_config_from_args
 from training.config import TrainConfig
 
 SMALL_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--dense-units", "8"]

@@ -21,9 +21,9 @@ from training.data.checks import inspect_image
 
 
 def main(argv: list[str]) -> int:
-    """`tlserve ...` in-process with only the data commands registered (other groups may be mid-edit)."""
+    """`tlserve ...` in-process with only the training pipeline's commands registered (other groups may be mid-edit)."""
     saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ("training.cli_data",)
+    cli.COMMAND_MODULES = ("training.cli",)
     try:
         return cli.main(argv)
     finally:

@@ -1,22 +1,27 @@
-"""`tlserve train`, `tlserve evaluate` and `tlserve sweep` (registered by tlserve.cli; TensorFlow loads in handlers)."""
+"""`tlserve data sample|check`, `tlserve train`, `tlserve evaluate` and `tlserve sweep`: the offline pipeline's
+command line (registered by tlserve.cli; the data package and TensorFlow load in the handlers).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from tlserve import contract
-from tlserve.console import EXIT_OK
-from training.config import ConfigError, TrainConfig, add_config_arguments, build_config, load_toml
+from tlserve.console import EXIT_OK, CommandError
+from training.config import CHOICES, HELP, ConfigError, TrainConfig, build_config, flag_name, load_toml
 
 MODELS_DIR_ENV = "TLSERVE_MODELS_DIR"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add train, evaluate and sweep."""
+    """Add data sample|check, train, evaluate and sweep."""
+    _register_data(subparsers)
     train = subparsers.add_parser(
         "train", help="train a classifier on an image folder and publish the next version", description=_TRAIN_DOC
     )
@@ -42,6 +47,75 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sweep.add_argument("--publish-best", action="store_true", help="publish the best run as the next version")
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the table as JSON")
     sweep.set_defaults(handler=run_sweep)
+
+
+def _register_data(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `data sample` and `data check`."""
+    data = subparsers.add_parser("data", help="generate or check an image dataset")
+    commands = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    _register_sample(commands)
+    _register_check(commands)
+
+
+def _register_sample(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser("sample", help="write a generated dataset of coloured shapes (one folder per class)")
+    parser.add_argument("out", type=Path, metavar="OUT", help="folder to write (created if missing)")
+    parser.add_argument("--classes", type=int, default=3, help="number of shape classes, 1-8 (default 3)")
+    parser.add_argument("--per-class", type=int, default=60, help="images per class (default 60)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+    parser.add_argument("--format", choices=("png", "jpeg"), default="png", help="file format (default png)")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a sample")
+    parser.set_defaults(handler=run_sample)
+
+
+def _register_check(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser("check", help="report class counts and every unusable or odd image")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="dataset: one folder per class, or train/ val/ test/")
+    parser.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    parser.add_argument("--quarantine", type=Path, metavar="DIR", help="move unusable files here (never deletes)")
+    parser.add_argument("--val-fraction", type=float, default=0.15, metavar="F", help="validation share (default 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=0.15, metavar="F", help="test share (default 0.15)")
+    parser.add_argument("--max-pixels", type=int, metavar="N", help="larger images count as decompression bombs")
+    parser.set_defaults(handler=run_check)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from training.data.sample import SampleError, SampleSpec, write_sample
+
+    spec = SampleSpec(args.classes, args.per_class, args.size, args.seed, args.format)
+    try:
+        counts = write_sample(args.out, spec, force=args.force)
+    except SampleError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"wrote {sum(counts.values())} images in {len(counts)} classes ({', '.join(counts)}) to {args.out}")
+    return EXIT_OK
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from training.data import DatasetError, scan_dataset
+    from training.data.checks import DEFAULT_MAX_PIXELS
+    from training.data.quarantine import check_quarantine_dir, quarantine_files
+    from training.data.report import format_report, report_dict
+
+    try:
+        if args.quarantine is not None:
+            check_quarantine_dir(args.dir, args.quarantine)
+        scan = scan_dataset(
+            args.dir,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        )
+        moved = quarantine_files(args.dir, scan.bad, args.quarantine) if args.quarantine is not None else []
+    except DatasetError as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        json.dump(report_dict(scan, moved), sys.stdout, indent=2)
+        print()
+    else:
+        print(format_report(scan, moved))
+    return EXIT_OK
 
 
 _TRAIN_DOC = (
@@ -147,4 +221,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     from training.sweep import run_sweep_command
 
-    return run_sweep_command(args)
+    overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
+    return run_sweep_command(args.config, overrides, publish_best=args.publish_best)
+
+
+_CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (positional or shared flags)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are SUPPRESSed so that only given flags override the file."""
+    parser.add_argument("--config", type=Path, help="TOML file whose keys are these flags' names")
+    for item in fields(TrainConfig):
+        if item.name in _CLI_ONLY:
+            continue
+        help_text = f"{HELP.get(item.name, item.name.replace('_', ' '))} (default: {item.default})"
+        if item.type == "bool":
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag_name(item.name), action=action, default=argparse.SUPPRESS, help=help_text)
+        else:
+            choices = CHOICES.get(item.name)
+            parser.add_argument(
+                flag_name(item.name),
+                type=_parser_for(item.type),
+                default=argparse.SUPPRESS,
+                metavar="{" + ",".join(choices) + "}" if choices else None,
+                help=help_text,
+            )
+
+
+def _parser_for(type_name: Any) -> Any:
+    return {"int": int, "float": float, "str": str}[str(type_name)]
