@@ -40,7 +40,7 @@ def find_baseline(models_dir: Path, name: str) -> Baseline:
     """Stable if labelled, else the newest served version (what an unlabelled server serves), else nothing."""
     try:
         model = models_config.load_model(models_dir, name)
-    except models_config.ConfigError:
+    except models_config.ModelsConfigError:
         return Baseline(None, None, [], {})
     base = models_config.resolve_base_path(models_config.config_path(models_dir), model.base_path)
     # Unlabelled, the server serves the newest of the entry's specific versions, or the newest on disk.

@@ -14,7 +14,7 @@ from typing import Any
 
 from tlserve import contract
 from tlserve.console import EXIT_OK, CommandError
-from training.config import CHOICES, HELP, ConfigError, TrainConfig, build_config, flag_name, load_toml
+from training.config import CHOICES, HELP, TrainConfig, TrainConfigError, build_config, flag_name, load_toml
 
 MODELS_DIR_ENV = "TLSERVE_MODELS_DIR"
 
@@ -141,11 +141,11 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _require_name_and_data(config: TrainConfig) -> None:
     if not config.data:
-        raise ConfigError("missing the dataset folder (DATA argument or `data` key)")
+        raise TrainConfigError("missing the dataset folder (DATA argument or `data` key)")
     if not config.name:
-        raise ConfigError("missing --name (or the `name` key)")
+        raise TrainConfigError("missing --name (or the `name` key)")
     if not contract.MODEL_NAME_PATTERN.match(config.name):
-        raise ConfigError(f"--name {config.name!r}: use letters, digits, '_', '.', '-'")
+        raise TrainConfigError(f"--name {config.name!r}: use letters, digits, '_', '.', '-'")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -194,16 +194,16 @@ def resolve_version_dir(path: Path) -> Path:
         return path
     versions = contract.list_versions(path)
     if not versions:
-        raise ConfigError(f"{path}: neither a version directory nor a model with versions")
+        raise TrainConfigError(f"{path}: neither a version directory nor a model with versions")
     return path / str(versions[-1])
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ConfigError("--batch-size must be >= 1")
+        raise TrainConfigError("--batch-size must be >= 1")
     version_dir = resolve_version_dir(args.model_dir)
     if not args.data.is_dir():
-        raise ConfigError(f"dataset folder not found: {args.data}")
+        raise TrainConfigError(f"dataset folder not found: {args.data}")
     out = args.out or Path("evaluation") / f"{version_dir.parent.name}-v{version_dir.name}"
     from training.evaluate import evaluate_version
 

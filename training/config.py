@@ -23,7 +23,7 @@ HEADS = ("flatten", "gap")
 CLASS_WEIGHTS = ("auto", "none")
 
 
-class ConfigError(CommandError):
+class TrainConfigError(CommandError):
     """A bad flag value, config file or key (exit code 2)."""
 
 
@@ -121,14 +121,14 @@ def flag_name(key: str) -> str:
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a config file; a missing file or bad TOML is a ConfigError."""
+    """Read a config file; a missing file or bad TOML is a TrainConfigError."""
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise TrainConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise TrainConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 def normalize_keys(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def normalize_keys(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     for key, value in values.items():
         field_name = key.replace("-", "_")
         if field_name not in known:
-            raise ConfigError(f"{source}: unknown key {key!r}")
+            raise TrainConfigError(f"{source}: unknown key {key!r}")
         normalized[field_name] = value
     return normalized
 
@@ -171,7 +171,7 @@ def _coerce(key: str, value: Any, type_name: str, source: str) -> Any:
         return str(value)
     elif type_name == "str" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # fine_tune_from = 4 (last four layers)
-    raise ConfigError(f"{source}: {key} must be a {type_name}, got {value!r}")
+    raise TrainConfigError(f"{source}: {key} must be a {type_name}, got {value!r}")
 
 
 def validate(config: TrainConfig) -> None:
@@ -185,27 +185,27 @@ def validate(config: TrainConfig) -> None:
     positive["fine_tune_learning_rate"] = config.fine_tune_learning_rate
     for key, number in positive.items():
         if number <= 0:
-            raise ConfigError(f"{flag_name(key)} must be > 0, got {number}")
+            raise TrainConfigError(f"{flag_name(key)} must be > 0, got {number}")
     if config.image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32 (the bases downsample 32x), got {config.image_size}")
+        raise TrainConfigError(f"--image-size must be at least 32 (the bases downsample 32x), got {config.image_size}")
     counts = {"epochs": config.epochs, "fine_tune_epochs": config.fine_tune_epochs}
     counts.update(dense_units=config.dense_units, early_stopping=config.early_stopping)
     for key, count in counts.items():
         if count < 0:
-            raise ConfigError(f"{flag_name(key)} must be >= 0, got {count}")
+            raise TrainConfigError(f"{flag_name(key)} must be >= 0, got {count}")
     for key in ("dropout", "val_fraction", "test_fraction", "rotation", "zoom", "translation", "contrast"):
         rate = getattr(config, key)
         if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{flag_name(key)} must be in [0, 1), got {rate}")
+            raise TrainConfigError(f"{flag_name(key)} must be in [0, 1), got {rate}")
     if config.val_fraction + config.test_fraction >= 1.0:
-        raise ConfigError("--val-fraction + --test-fraction must leave some training data")
+        raise TrainConfigError("--val-fraction + --test-fraction must leave some training data")
     for key in ("weight_decay", "l2", "momentum"):
         if getattr(config, key) < 0:
-            raise ConfigError(f"{flag_name(key)} must be >= 0")
+            raise TrainConfigError(f"{flag_name(key)} must be >= 0")
     if config.fine_tune_epochs > 0 and config.fine_tune_from.isdigit() and int(config.fine_tune_from) == 0:
-        raise ConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
+        raise TrainConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{flag_name(key)} must be one of {', '.join(choices)}; got {value!r}")
+        raise TrainConfigError(f"{flag_name(key)} must be one of {', '.join(choices)}; got {value!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlserve.console import EXIT_OK
-from training.config import ConfigError, TrainConfig, build_config, load_toml, normalize_keys
+from training.config import TrainConfig, TrainConfigError, build_config, load_toml, normalize_keys
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def grid(sweep_table: Mapping[str, Any]) -> list[dict[str, Any]]:
     keys = list(table)
     values = [value if isinstance(value, list) else [value] for value in table.values()]
     if any(not options for options in values):
-        raise ConfigError("[sweep]: every key needs at least one value")
+        raise TrainConfigError("[sweep]: every key needs at least one value")
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
 
@@ -40,10 +40,10 @@ def sweep_configs(file_values: Mapping[str, Any], overrides: Mapping[str, Any], 
     base_values = {key: value for key, value in file_values.items() if key != "sweep"}
     table = file_values.get("sweep")
     if not isinstance(table, dict) or not table:
-        raise ConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
+        raise TrainConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
     configs = [build_config({**base_values, **point}, overrides, source=source) for point in grid(table)]
     if any(config.resume for config in configs):
-        raise ConfigError("--resume is not supported in a sweep")
+        raise TrainConfigError("--resume is not supported in a sweep")
     return configs
 
 
@@ -56,7 +56,7 @@ def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publis
     configs = sweep_configs(file_values, overrides, str(config_file))
     first = configs[0]
     if not first.data or not first.name:
-        raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
+        raise TrainConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
     rows = run_grid(configs, sweep_dir, progress=not first.json)

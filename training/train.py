@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import ConfigError, TrainConfig
+from training.config import TrainConfig, TrainConfigError
 from training.model import Classifier, build_classifier, check_fine_tune_from, unfreeze_top
 from training.warmstart import WarmStart, restore_weights
 
@@ -58,7 +58,7 @@ def train(config: TrainConfig, *, progress: bool = True, warm_start: WarmStart |
     scan = scan_data(config, progress=progress)
     splits = {name: [r for r in scan.records if r.split == name] for name in SPLITS}
     if not splits["train"]:
-        raise ConfigError(f"{config.data}: no usable training images")
+        raise TrainConfigError(f"{config.data}: no usable training images")
     warm = warm_start is not None and warm_start.classes == list(scan.classes)
     if warm:
         config = dataclasses.replace(config, weights="none")  # the version's weights replace the base's anyway
@@ -97,15 +97,15 @@ def scan_data(config: TrainConfig, *, progress: bool) -> Any:
 
     root = Path(config.data)
     if not root.is_dir():
-        raise ConfigError(f"dataset folder not found: {root}")
+        raise TrainConfigError(f"dataset folder not found: {root}")
     try:
         scan = scan_dataset(
             root, val_fraction=config.val_fraction, test_fraction=config.test_fraction, progress=progress
         )
     except DatasetError as exc:
-        raise ConfigError(str(exc)) from None
+        raise TrainConfigError(str(exc)) from None
     if len(scan.classes) < 2:
-        raise ConfigError(f"{root}: need at least 2 class folders, found {len(scan.classes)}")
+        raise TrainConfigError(f"{root}: need at least 2 class folders, found {len(scan.classes)}")
     skipped = skipped_by_reason(scan)
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
@@ -124,7 +124,7 @@ def prepare_run_dir(config: TrainConfig) -> Path:
     if config.resume:
         runs = sorted(p for p in parent.glob("*") if (p / "config.json").is_file()) if parent.is_dir() else []
         if not runs:
-            raise ConfigError(f"--resume: no earlier run under {parent}")
+            raise TrainConfigError(f"--resume: no earlier run under {parent}")
         logger.info("resuming %s", runs[-1])
         return runs[-1]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from promotion import models_config, replicas
-from promotion.client import ModelServer
+from promotion.client import ModelServerClient
 from tests.promotion.promote_fakes import FakeModelService, start_fake
 
 
@@ -46,7 +46,7 @@ def started_fakes(models_dir: Path, *fakes: FakeModelService) -> Iterator[list[s
 def fake_group(models_dir: Path, *fakes: FakeModelService) -> Iterator[tuple[replicas.ReplicaGroup, list[str]]]:
     """started_fakes, connected as one replica group."""
     with started_fakes(models_dir, *fakes) as targets:
-        group = replicas.ReplicaGroup([ModelServer(target) for target in targets])
+        group = replicas.ReplicaGroup([ModelServerClient(target) for target in targets])
         try:
             yield group, targets
         finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promotion import models_config
-from promotion.models_config import ConfigError, ServedModel
+from promotion.models_config import ModelsConfigError, ServedModel
 
 
 def make_versions(models_dir: Path, name: str, versions: tuple[int, ...]) -> None:
@@ -47,24 +47,24 @@ def test_first_config_lists_every_model_folder_like_the_servers_default(tmp_path
 
 
 def test_label_on_a_version_the_entry_does_not_serve_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not serve"):
+    with pytest.raises(ModelsConfigError, match="does not serve"):
         models_config.save_model(tmp_path, ServedModel("demo", "demo", (1,), {"stable": 2}))
     assert not (tmp_path / "models.config").exists()
 
 
 def test_label_with_illegal_characters_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="must match"):
+    with pytest.raises(ModelsConfigError, match="must match"):
         models_config.save_model(tmp_path, ServedModel("demo", "demo", (1,), {"new-stable": 1}))
 
 
 def test_unknown_model_without_versions_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no model 'ghost'"):
+    with pytest.raises(ModelsConfigError, match="no model 'ghost'"):
         models_config.load_model(tmp_path, "ghost")
 
 
 def test_unparseable_config_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "models.config").write_text("model_config_list { config { nonsense: 1 } }")
-    with pytest.raises(ConfigError, match="not a valid ModelServerConfig"):
+    with pytest.raises(ModelsConfigError, match="not a valid ModelServerConfig"):
         models_config.load_model(tmp_path, "demo")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promotion import audit, models_config
-from promotion.client import ModelServer, ServerError
+from promotion.client import ModelServerClient, ServerError
 from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, drop_label, move_label
 from promotion.retention import prune_versions
@@ -26,11 +26,11 @@ def models_dir(tmp_path: Path) -> Path:
     return models
 
 
-def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeModelService, ModelServer, object]:
+def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeModelService, ModelServerClient, object]:
     fake = FakeModelService(models_dir, never_load)
     fake.boot(models_config.absolute_config(models_config.read_repository_config(models_dir), models_dir))
     grpc_server, target = start_fake(fake)
-    return fake, ModelServer(target, rpc_timeout_s=30), grpc_server
+    return fake, ModelServerClient(target, rpc_timeout_s=30), grpc_server
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_unreachable_server_is_a_one_line_error_and_config_is_restored(models_di
     with (
         # Nothing listens on port 1: the connection is refused at once (UNAVAILABLE). The deadline is generous so a
         # loaded machine cannot turn that into DEADLINE_EXCEEDED.
-        ModelServer("127.0.0.1:1", rpc_timeout_s=30) as client,
+        ModelServerClient("127.0.0.1:1", rpc_timeout_s=30) as client,
         pytest.raises(ServerError, match=r"reload config on model server 127\.0\.0\.1:1 failed: UNAVAILABLE"),
     ):
         move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from promotion import audit, models_config
-from promotion.client import ModelServer
+from promotion.client import ModelServerClient
 from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, move_label
 from promotion.rollback import rollback
@@ -38,7 +38,7 @@ def served_version(server, label: str = "stable") -> int:
 
 
 def test_promote_and_rollback_move_the_label_on_a_running_model_server(repo: Path) -> None:
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         options = MoveOptions(server=client, drain_s=0, load_timeout_s=60)
         assert served_version(server) == 1
 
@@ -60,7 +60,7 @@ def test_a_one_step_label_move_is_refused_by_the_model_server(repo: Path) -> Non
     one_step = models_config.put_model(
         models_config.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
     )
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         with pytest.raises(Exception, match="label"):
             client.reload(models_config.absolute_config(one_step, repo))
         assert served_version(server) == 1
@@ -92,7 +92,7 @@ def test_promote_killed_between_its_steps_leaves_a_config_that_still_serves_stab
     with running_model_server(repo) as server:
         assert served_version(server) == 1
         # ...and promoting again from that state completes the interrupted move.
-        with ModelServer(server.target) as client:
+        with ModelServerClient(server.target) as client:
             move_label(repo, "demo", 2, options=MoveOptions(server=client, drain_s=0, load_timeout_s=60))
         assert served_version(server) == 2
 
@@ -114,7 +114,7 @@ def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: P
     try:
         target = f"127.0.0.1:{port}"
         wait_until_available(target, "demo", version=1, timeout_s=120)
-        with ModelServer(target) as client:
+        with ModelServerClient(target) as client:
             options = MoveOptions(server=client, drain_s=0, load_timeout_s=120)
             move_label(repo, "demo", 2, options=options)
             assert tfserving_version(target) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from promotion import audit, models_config, replicas
-from promotion.client import ModelServer, ServerError
+from promotion.client import ModelServerClient, ServerError
 from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, drop_label, move_label
 from tests.conftest import random_images
@@ -63,7 +63,7 @@ def test_promote_with_a_server_list_moves_stable_on_every_replica(
         assert out.strip() == "demo: stable 1 -> 2"
         assert (stable_version(first), stable_version(second)) == (2, 2)
         for replica in (first, second):  # step 3 reached both: the old version is unloaded everywhere
-            with ModelServer(replica.target) as client:
+            with ModelServerClient(replica.target) as client:
                 assert client.version_states("demo").get(1) != "AVAILABLE"
         [record] = audit.read_records(repo)
         assert record.servers == (first.target, second.target)  # the audit log says where the move went
@@ -161,7 +161,7 @@ def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_th
         # Honest about the set-back: the live replica took step 1 and was put back; the dead one could not be.
         assert line.endswith(f"(set back to the previous config on every replica but {dead}; see the log)")
         assert stable_version(alive) == 1
-        with ModelServer(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
+        with ModelServerClient(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
             deadline = time.monotonic() + WAIT_TIMEOUT_S
             while client.version_states("demo").get(2) == "AVAILABLE" and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -241,7 +241,7 @@ def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsy
     with running_model_server(repo) as first, running_model_server(repo) as second:
         loading_two = models_config.put_model(models_config.read_config(repo / "models.config"),
                                             ServedModel("demo", "demo", (1, 2), {"stable": 1}))  # fmt: skip
-        with ModelServer(first.target) as client:  # only the first replica loads version 2
+        with ModelServerClient(first.target) as client:  # only the first replica loads version 2
             client.reload(models_config.absolute_config(loading_two, repo))
             client.wait_available("demo", 2, timeout_s=WAIT_TIMEOUT_S)
         code, out, err = run(capsys, "models", "show", "demo", "--models-dir", str(repo), "--json",
@@ -276,7 +276,7 @@ def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_aud
 def test_a_replica_that_became_ready_during_the_move_fails_it_by_name_after_the_others_moved(repo: Path) -> None:
     known, newcomer = FakeModelService(repo), FakeModelService(repo)
     with fake_group(repo, known, newcomer) as (_, targets):
-        group = replicas.ReplicaGroup([ModelServer(targets[0])])  # resolved before the newcomer was ready
+        group = replicas.ReplicaGroup([ModelServerClient(targets[0])])  # resolved before the newcomer was ready
         options = MoveOptions(server=group, drain_s=0, discover=lambda: list(targets))
         try:
             with pytest.raises(CommandError) as raised:

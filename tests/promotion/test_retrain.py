@@ -184,7 +184,7 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
 
     Publishing the candidate would make the server load it and drop version 1; the retrain pins 1 as stable
     first, so a refused candidate leaves version 1 served and the candidate unloaded."""
-    from promotion.client import ModelServer
+    from promotion.client import ModelServerClient
     from tests.conftest import random_images
     from tests.support.modelserver import predict_request, running_model_server
 
@@ -192,7 +192,7 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
     models_config.write_config(repo / "models.config", models_config.put_model(
         models_config.read_config(repo / "nothing.config"), models_config.ServedModel("tiny", "tiny")
     ))  # fmt: skip
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         online = ["--server", server.target, "--drain", "0"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online, *fast(repo),
                      "--promote-if-better", "--min-class-recall", "1.01", "--latency-factor", "1000"])  # fmt: skip

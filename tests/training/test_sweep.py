@@ -11,7 +11,7 @@ import pytest
 
 from tlserve.cli import main
 from tlserve.contract import list_versions
-from training.config import ConfigError
+from training.config import TrainConfigError
 from training.sweep import grid, sweep_configs
 
 
@@ -26,11 +26,11 @@ def test_grid_is_the_product_of_the_listed_values_in_file_order() -> None:
 
 
 def test_every_grid_point_is_validated_before_anything_runs() -> None:
-    with pytest.raises(ConfigError, match="--optimizer must be one of"):
+    with pytest.raises(TrainConfigError, match="--optimizer must be one of"):
         sweep_configs({"sweep": {"optimizer": ["adam", "adagrad"]}}, {}, "sweep.toml")
-    with pytest.raises(ConfigError, match="unknown key 'layers'"):
+    with pytest.raises(TrainConfigError, match="unknown key 'layers'"):
         sweep_configs({"sweep": {"layers": [1, 2]}}, {}, "sweep.toml")
-    with pytest.raises(ConfigError, match=r"\[sweep\] table"):
+    with pytest.raises(TrainConfigError, match=r"\[sweep\] table"):
         sweep_configs({"epochs": 1}, {}, "sweep.toml")
 
 

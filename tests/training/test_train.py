@@ -120,10 +120,10 @@ def _train_records(dataset: Path):
 
 
 def test_resume_without_an_earlier_run_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
-    from training.config import ConfigError
+    from training.config import TrainConfigError
     from training.train import train
 
-    with pytest.raises(ConfigError, match="no earlier run"):
+    with pytest.raises(TrainConfigError, match="no earlier run"):
         train(tiny_config(dataset, tmp_path, resume=True), progress=False)
 
 
