@@ -184,7 +184,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import grpc
     import httpx
 
-    from service.gateway.client import GRPC_OPTIONS, predict_request
+    from service.client import GRPC_OPTIONS, predict_request
     from tests.support.gateway import ModelServerProcess, free_port, running_serve
 
     models_dir = args.models_dir or workdir / "models"

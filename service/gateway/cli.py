@@ -23,7 +23,7 @@ from service.gateway.settings_cli import add_settings_flags, build_settings, env
 from tlserve.console import CommandError, split_host_port
 
 if TYPE_CHECKING:
-    from service.gateway.client import GrpcClient, HttpClient, Prediction
+    from service.client import GrpcClient, HttpClient, Prediction
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Read the files first (a bad path costs no request), then ask the gateway, one line per image."""
-    from service.gateway import client
+    from service import client
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the answers
@@ -223,7 +223,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _make_client(args: argparse.Namespace) -> HttpClient | GrpcClient:
-    from service.gateway.client import GrpcClient, HttpClient
+    from service.client import GrpcClient, HttpClient
 
     if args.grpc is not None:
         split_host_port(args.grpc, flag="--grpc")

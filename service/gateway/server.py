@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from service.gateway.backend import Backend, GrpcBackend
-from service.gateway.grpc_app import start_grpc_server
-from service.gateway.http_app import create_app
+from service.gateway.grpc.app import start_grpc_server
+from service.gateway.http.app import create_app
 from service.gateway.settings import Settings
+from service.gateway.upstream.backend import Backend, GrpcBackend
 
 logger = logging.getLogger(__name__)
 

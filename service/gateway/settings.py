@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.gateway.upstream_target import check_upstream_target
+from service.gateway.upstream.target import check_upstream_target
 from tlserve.contract import MAX_IMAGE_PIXELS
 
 MIB = 1024 * 1024

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.gateway.http_app import create_app
+from service.gateway.http.app import create_app
 from service.gateway.settings import Settings
 from tests.service.gateway.fakes import FakeModelServer
 

@@ -13,7 +13,7 @@ from PIL import Image
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from service.gateway.tensors import from_array, to_array
+from service.gateway.core.tensors import from_array, to_array
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from service.gateway.tensors import to_array
+from service.gateway.core.tensors import to_array
 from tests.conftest import CLASSES, random_images
-from tests.service.gateway.test_wire import http_client, running_gateway, tf_serving_request
+from tests.service.gateway.in_process import http_client, running_gateway, tf_serving_request
 from tests.support.modelserver import running_model_server, wait_until_available
 
 pytestmark = pytest.mark.slow

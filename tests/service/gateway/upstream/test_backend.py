@@ -8,10 +8,10 @@ import grpc
 import grpc.aio
 import pytest
 
-from service.gateway.backend import GrpcBackend
+from service.gateway.upstream.backend import GrpcBackend
 from tests.conftest import random_images
 from tests.service.gateway.fakes import FakeModelServer, rpc_error, start_fake_upstream
-from tests.service.gateway.test_wire import tf_serving_request
+from tests.service.gateway.in_process import tf_serving_request
 
 
 async def call_with(fake: FakeModelServer, retries: int, timeout_s: float = 30.0):
@@ -89,7 +89,7 @@ def test_large_batches_pass_grpcs_default_4_mib_limit_both_ways():
 def test_the_gateways_grpc_server_takes_and_returns_messages_over_4_mib():
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from tests.service.gateway.test_wire import running_gateway
+    from tests.service.gateway.in_process import running_gateway
 
     async def scenario():
         upstream, port, _ = await start_fake_upstream(EchoingFake(), max_message_bytes=64 * MIB)

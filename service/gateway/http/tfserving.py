@@ -11,11 +11,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
-from service.errors import BadRequest, ValidationFailed
-from service.gateway.core import GatewayCore
-from service.gateway.http_auth import AuthenticatedCore
-from service.gateway.targets import ModelTarget, make_target
-from service.gateway.tfserving_json import (
+from service.gateway.core.gateway_core import GatewayCore
+from service.gateway.core.targets import ModelTarget, make_target
+from service.gateway.errors import BadRequest, ValidationFailed
+from service.gateway.http.auth import AuthenticatedCore
+from service.gateway.http.tfserving_json import (
     InputTypes,
     build_predict_request,
     load_json,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from service import errors
+from service.gateway import errors
 from tests.service.gateway.fakes import rpc_error
 
 

@@ -10,10 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from service.gateway import routing
+from service.gateway.core import routing
 from tests.conftest import random_images
 from tests.service.gateway.fakes import FakeModelServer, rpc_error
-from tests.service.gateway.test_wire import fake_and_gateway, tf_serving_request
+from tests.service.gateway.in_process import fake_and_gateway, tf_serving_request
 
 
 def samples(client, name: str) -> dict[tuple, float]:

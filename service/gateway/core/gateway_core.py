@@ -1,6 +1,6 @@
 """The protocol-neutral gateway: auth, validation, target resolution (labels, canary), batching and upstream calls.
 
-HTTP (`http_app`) and gRPC (`grpc_app`) adapters both call one `GatewayCore`, so limits, errors and metrics match.
+The HTTP (`http.app`) and gRPC (`grpc.app`) adapters both call one `GatewayCore`, so limits, errors and metrics match.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ import grpc
 import grpc.aio
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from service.errors import (
+from service.gateway.core.batching import MicroBatcher
+from service.gateway.core.metrics import GatewayMetrics
+from service.gateway.core.predict_checks import check_predict_request
+from service.gateway.core.routing import LabelRouter
+from service.gateway.core.targets import Classification, ImagePrediction, LabelScore, ModelTarget
+from service.gateway.core.tensors import string_tensor, to_array
+from service.gateway.core.validation import check_images
+from service.gateway.errors import (
     BadRequest,
     GatewayError,
     InvalidImage,
@@ -25,15 +32,8 @@ from service.errors import (
     Unauthenticated,
     translate_errors,
 )
-from service.gateway.backend import Backend, PredictRequest, PredictResponse
-from service.gateway.batching import MicroBatcher
-from service.gateway.metrics import GatewayMetrics
-from service.gateway.predict_checks import check_predict_request
-from service.gateway.routing import LabelRouter
 from service.gateway.settings import Settings
-from service.gateway.targets import Classification, ImagePrediction, LabelScore, ModelTarget
-from service.gateway.tensors import string_tensor, to_array
-from service.gateway.validation import check_images
+from service.gateway.upstream.backend import Backend, PredictRequest, PredictResponse
 from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATURE_BYTES
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import BadRequest, NotFound
+from service.gateway.errors import BadRequest, NotFound
 from tlserve.contract import LABEL_PATTERN, MODEL_NAME_PATTERN
 
 MAX_VERSION = 2**63 - 1  # versions are int64 on the wire

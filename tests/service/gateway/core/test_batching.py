@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.gateway import routing
-from service.gateway.http_app import create_app
+from service.gateway.core import routing
+from service.gateway.http.app import create_app
 from tests.conftest import random_images
 from tests.service.gateway.conftest import make_settings
 from tests.service.gateway.fakes import FakeModelServer, image_label
@@ -135,8 +135,8 @@ def test_a_truncated_image_in_a_multi_image_request_is_named_by_index_and_file_n
 
 
 def test_cancelled_caller_is_not_sent_upstream():
-    from service.gateway.batching import MicroBatcher
-    from service.gateway.metrics import GatewayMetrics
+    from service.gateway.core.batching import MicroBatcher
+    from service.gateway.core.metrics import GatewayMetrics
 
     sent: list[list[bytes]] = []
 
@@ -181,8 +181,8 @@ def test_requests_for_different_targets_are_not_merged():
 
 
 def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
-    from service.gateway.batching import MicroBatcher
-    from service.gateway.metrics import GatewayMetrics
+    from service.gateway.core.batching import MicroBatcher
+    from service.gateway.core.metrics import GatewayMetrics
 
     sent: list[list[bytes]] = []
 
@@ -220,9 +220,9 @@ def test_requests_arriving_while_a_batch_is_in_flight_merge_into_the_next_one():
 
 
 def test_a_caller_past_its_deadline_gets_deadline_exceeded_while_others_keep_waiting():
-    from service.errors import DeadlineExceeded
-    from service.gateway.batching import MicroBatcher
-    from service.gateway.metrics import GatewayMetrics
+    from service.gateway.core.batching import MicroBatcher
+    from service.gateway.core.metrics import GatewayMetrics
+    from service.gateway.errors import DeadlineExceeded
 
     sent: list[list[bytes]] = []
 

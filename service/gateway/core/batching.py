@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from service.errors import BackendFailed, BadRequest, DeadlineExceeded, GatewayError
-from service.gateway.metrics import GatewayMetrics
+from service.gateway.core.metrics import GatewayMetrics
+from service.gateway.errors import BackendFailed, BadRequest, DeadlineExceeded, GatewayError
 
 logger = logging.getLogger(__name__)
 

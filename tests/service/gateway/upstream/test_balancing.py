@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from service.gateway.backend import GrpcBackend
 from service.gateway.settings import MIB, Settings
+from service.gateway.upstream.backend import GrpcBackend
 from tests.conftest import random_images
 from tests.service.gateway.fakes import FakeModelServer, start_fake_upstream
-from tests.service.gateway.test_wire import grpc_channel, running_gateway_to, tf_serving_request
+from tests.service.gateway.in_process import grpc_channel, running_gateway_to, tf_serving_request
 from tlserve.cli import main
 
 

@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.gateway.http_app import create_app
+from service.gateway.http.app import create_app
 from tests.service.gateway.conftest import make_settings
 from tests.service.gateway.fakes import FakeModelServer
 

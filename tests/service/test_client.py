@@ -9,7 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.gateway import cli, client
+from service import client
+from service.gateway import cli
 
 
 def json_answer(request: httpx.Request) -> httpx.Response:

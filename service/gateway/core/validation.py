@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from service.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedMediaType, translate_errors
+from service.gateway.errors import ImageTooLarge, InvalidImage, PayloadTooLarge, UnsupportedMediaType, translate_errors
 from tlserve.contract import SUPPORTED_FORMATS
 
 ImageBytes: TypeAlias = bytes

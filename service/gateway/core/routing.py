@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from service.errors import NotFound
+from service.gateway.core.targets import ModelTarget
+from service.gateway.errors import NotFound
 from service.gateway.settings import Settings
-from service.gateway.targets import ModelTarget
 
 Result = TypeVar("Result")
 LabelKey = tuple[str, str]  # (model, label)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.gateway.core import GatewayCore
+from service.gateway.core.gateway_core import GatewayCore
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="one of TLSERVE_API_KEYS")
 BEARER = HTTPBearer(auto_error=False, description="one of TLSERVE_API_KEYS as a bearer token")

@@ -1,8 +1,8 @@
 """The gateway's HTTP adapter: `create_app(settings, backend=None) -> FastAPI`.
 
 Entry point for other code: `create_app(Settings(...))` builds the app; its lifespan opens the upstream channel
-(`GrpcBackend(settings.upstream)`) unless a `backend` is passed (tests pass a fake). Routes live in `http_predict`
-(/predict) and `http_tfserving` (/v1/models/...); this module adds /healthz, /readyz, /metrics, error handling,
+(`GrpcBackend(settings.upstream)`) unless a `backend` is passed (tests pass a fake). Routes live in `predict`
+(/predict) and `tfserving` (/v1/models/...); this module adds /healthz, /readyz, /metrics, error handling,
 the body-size limit and request metrics. `service.gateway.server` runs it next to the gRPC adapter.
 """
 
@@ -21,13 +21,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
-from service.gateway import http_predict, http_tfserving
-from service.gateway.backend import Backend, GrpcBackend
-from service.gateway.core import GatewayCore
-from service.gateway.http_predict import describe_validation_errors
-from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from service.gateway.core.gateway_core import GatewayCore
+from service.gateway.core.metrics import CONTENT_TYPE, GatewayMetrics
+from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
+from service.gateway.http import predict, tfserving
+from service.gateway.http.predict import describe_validation_errors
 from service.gateway.settings import Settings
+from service.gateway.upstream.backend import Backend, GrpcBackend
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http_tfserving
-    app.include_router(http_predict.router)
-    app.include_router(http_tfserving.router)
+    app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http.tfserving
+    app.include_router(predict.router)
+    app.include_router(tfserving.router)
     _add_operational_routes(app)
     _add_error_handlers(app)
     app.add_middleware(CancelOnDisconnectMiddleware)

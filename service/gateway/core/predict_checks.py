@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import types_pb2
 
-from service.errors import BadRequest, PayloadTooLarge
-from service.gateway.tensors import UnsupportedDtype, numpy_dtype
-from service.gateway.validation import check_images
+from service.gateway.core.tensors import UnsupportedDtype, numpy_dtype
+from service.gateway.core.validation import check_images
+from service.gateway.errors import BadRequest, PayloadTooLarge
 from tlserve.contract import INPUT_BYTES
 
 

@@ -26,8 +26,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.errors import BadRequest, DeadlineExceeded, grpc_abort_on_error
-from service.gateway.core import GatewayCore
+from service.gateway.core.gateway_core import GatewayCore
+from service.gateway.errors import BadRequest, DeadlineExceeded, grpc_abort_on_error
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from service.gateway.http_auth import AuthenticatedCore
-from service.gateway.targets import Classification, make_target
-from service.gateway.tfserving_json import decode_b64, load_json
+from service.gateway.core.targets import Classification, make_target
+from service.gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.gateway.http.auth import AuthenticatedCore
+from service.gateway.http.tfserving_json import decode_b64, load_json
 
 router = APIRouter(tags=["predict"])
 
