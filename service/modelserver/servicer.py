@@ -54,8 +54,8 @@ def abort_on_error(api: str) -> Callable[[Handler], Handler]:
             try:
                 return handler(self, request, context)
             except ServingError as exc:
-                status = exc.grpc_code.name
-                context.abort(exc.grpc_code, exc.message)
+                status = exc.grpc_status.name
+                context.abort(exc.grpc_status, exc.message)
             except Exception:
                 status = "INTERNAL"
                 logger.exception("%s failed", api)
