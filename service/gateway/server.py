@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from service.gateway.core.gateway_core import GatewayCore
+from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.grpc.app import start_grpc_server
 from service.gateway.http.app import create_app
 from service.gateway.settings import Settings
@@ -61,7 +64,8 @@ async def serve(
 ) -> None:
     """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set."""
     upstream = backend or GrpcBackend.from_settings(settings)
-    app = create_app(settings, upstream)
+    core = GatewayCore(settings, upstream, GatewayMetrics(), random.Random())
+    app = create_app(settings, core=core)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -73,11 +77,11 @@ async def serve(
     http_task = asyncio.create_task(http.serve())
     try:
         await _wait_started(http, http_task)
-        grpc_gateway = await start_grpc_server(app.state.core, settings.http_host, settings.grpc_port)
+        grpc_gateway = await start_grpc_server(core, settings.http_host, settings.grpc_port)
     except BaseException:
         http.should_exit = True
         await asyncio.gather(http_task, return_exceptions=True)
-        await upstream.close()
+        await _close(core, upstream)
         raise
     ports = GatewayPorts(http_port=http.servers[0].sockets[0].getsockname()[1], grpc_port=grpc_gateway.port)
     logger.info("gateway ready: http :%d, grpc :%d, upstream %s", ports.http_port, ports.grpc_port, settings.upstream)
@@ -90,8 +94,14 @@ async def serve(
         # Both servers stop accepting at once; the upstream channel closes only after both have drained.
         http.should_exit = True
         await asyncio.gather(grpc_gateway.stop(settings.shutdown_grace_s), http_task, return_exceptions=True)
-        await upstream.close()
+        await _close(core, upstream)
         logger.info("gateway stopped")
+
+
+async def _close(core: GatewayCore, upstream: Backend) -> None:
+    """The core (its batcher) first, then the upstream channel it sends on."""
+    await core.close()
+    await upstream.close()
 
 
 async def _wait_started(http: uvicorn.Server, http_task: asyncio.Task[None]) -> None:

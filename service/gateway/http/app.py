@@ -1,9 +1,9 @@
-"""The gateway's HTTP adapter: `create_app(settings, backend=None) -> FastAPI`.
+"""The gateway's HTTP adapter: `create_app(settings, backend) -> FastAPI`, or `create_app(settings, core=core)`.
 
-Entry point for other code: `create_app(Settings(...))` builds the app; its lifespan opens the upstream channel
-(`GrpcBackend(settings.upstream)`) unless a `backend` is passed (tests pass a fake). Routes live in `predict`
-(/predict) and `tfserving` (/v1/models/...); this module adds /healthz, /readyz, /metrics, error handling,
-the body-size limit and request metrics. `service.gateway.server` runs it next to the gRPC adapter.
+`service.gateway.server` builds one `GatewayCore` and hands it to this adapter and to the gRPC one; tests pass just
+a `backend` (a fake) and get a core of their own. Routes live in `predict` (/predict) and `tfserving`
+(/v1/models/...); this module adds /healthz, /readyz, /metrics, error handling, the body-size limit and request
+metrics.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFail
 from service.gateway.http import predict, tfserving
 from service.gateway.http.predict import describe_validation_errors
 from service.gateway.settings import Settings
-from service.gateway.upstream.backend import Backend, GrpcBackend
+from service.gateway.upstream.backend import Backend
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +36,29 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's code: recorded in metrics, never sent
 _STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-def create_app(settings: Settings, backend: Backend | None = None, *, rng: random.Random | None = None) -> FastAPI:
-    """The HTTP gateway; `backend=None` means a GrpcBackend to `settings.upstream`, opened in the lifespan."""
-    metrics = GatewayMetrics()
+def create_app(
+    settings: Settings,
+    backend: Backend | None = None,
+    *,
+    core: GatewayCore | None = None,
+    rng: random.Random | None = None,
+) -> FastAPI:
+    """The HTTP gateway over the server's shared `core` (its owner closes it), or over its own core on `backend`."""
+    if (core is None) == (backend is None):
+        raise TypeError("create_app needs exactly one of backend= or core=")
+    own_core = core is None
+    if core is None:
+        assert backend is not None
+        core = GatewayCore(settings, backend, GatewayMetrics(), rng or random.Random())
+    metrics = core.metrics
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream = backend or GrpcBackend.from_settings(settings)
-        app.state.core = GatewayCore(settings, upstream, metrics, rng or random.Random())
         try:
             yield
         finally:
-            await app.state.core.close()
-            if backend is None:
-                await upstream.close()
+            if own_core:
+                await app.state.core.close()
 
     app = FastAPI(
         title="tlserve gateway",
@@ -58,6 +67,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.core = core
     app.state.metrics = metrics
     app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http.tfserving
     app.include_router(predict.router)
