@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlserve.console import CommandError
+from tlserve.processes import LOOPBACK, ProcessExited, start_tlserve, stop_process, wait_until
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 300.0  # importing TensorFlow and warming up a VGG16 on a busy CPU takes a while
 STOP_TIMEOUT_S = 15.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -42,12 +42,12 @@ class ModelServerChild:
 @contextlib.contextmanager
 def embedded_model_server(models_dir: Path, port: int, *, verbose: bool = False) -> Iterator[ModelServerChild]:
     """Run `tlserve model-server` until the block exits; yields once it listens on `port`."""
-    command = [sys.executable, "-m", "tlserve", *(["-v"] if verbose else [])]
-    command += ["model-server", "--models-dir", str(models_dir), "--port", str(port)]
+    args = [*(["-v"] if verbose else []), "model-server", "--models-dir", str(models_dir), "--port", str(port)]
     logger.info("starting the embedded model server on port %d", port)
-    process = subprocess.Popen(
-        command,
+    process = start_tlserve(
+        args,
         stdout=subprocess.PIPE,
+        stderr=None,
         text=True,
         # Own session: a terminal's Ctrl-C reaches only the gateway, which then stops the child in order.
         start_new_session=True,
@@ -71,14 +71,15 @@ def _die_with_parent() -> None:
 
 
 def _wait_until_listening(child: ModelServerChild) -> None:
-    waited = 0.0
-    while not child.listening.wait(0.2):
-        waited += 0.2
-        code = child.process.poll()
-        if code is not None:
-            raise CommandError(f"the embedded model server exited with code {code} before listening (see above)")
-        if waited > READY_TIMEOUT_S:
-            raise CommandError(f"the embedded model server did not listen within {READY_TIMEOUT_S:.0f}s")
+    try:
+        wait_until(
+            child.listening.is_set, timeout_s=READY_TIMEOUT_S, what="listening", interval_s=0.2, process=child.process
+        )
+    except ProcessExited as exited:
+        message = f"the embedded model server exited with code {exited.returncode} before listening (see above)"
+        raise CommandError(message) from None
+    except TimeoutError:
+        raise CommandError(f"the embedded model server did not listen within {READY_TIMEOUT_S:.0f}s") from None
 
 
 def _relay_output(child: ModelServerChild) -> None:
@@ -99,12 +100,5 @@ def _relay_output(child: ModelServerChild) -> None:
 
 def stop_child(process: subprocess.Popen[str]) -> None:
     """SIGTERM, a grace period, then SIGKILL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("the embedded model server ignored SIGTERM; killing it")
-            process.kill()
-            process.wait()
+    stop_process(process, STOP_TIMEOUT_S, name="the embedded model server")
     logger.info("embedded model server stopped (exit code %s)", process.returncode)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.gateway import LOOPBACK, ServeProcess, free_port, running_serve
+from tests.support.gateway import ServeProcess, running_serve
+from tlserve.processes import LOOPBACK, free_port
 from training import modelconfig
 from training.modelconfig import ServedModel
 

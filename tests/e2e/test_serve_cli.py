@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import LOOPBACK, free_ports, running_serve, subprocess_env
+from tests.support.gateway import running_serve, subprocess_env
+from tlserve.processes import LOOPBACK, free_ports
 
 pytestmark = pytest.mark.e2e
 STOP_BOUND_S = 60.0  # graceful gateway shutdown; bounds a hang, measures nothing

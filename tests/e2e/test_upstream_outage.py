@@ -9,7 +9,9 @@ import pytest
 
 from tests.conftest import random_images
 from tests.e2e.conftest import GATEWAY_ENV
-from tests.support.gateway import ModelServerProcess, free_port, running_serve
+from tests.support.gateway import running_serve
+from tests.support.modelserver import ModelServerProcess
+from tlserve.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
