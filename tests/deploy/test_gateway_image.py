@@ -12,10 +12,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +22,8 @@ import pytest
 
 from tests.deploy.metric_names import GATEWAY_METRICS
 from tests.deploy.tools import REPO_ROOT
+from tests.support.gateway import ServeProcess
+from tlserve.processes import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -73,44 +73,23 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def unused_ports(count: int) -> list[int]:
-    """`count` distinct ports free on all interfaces (the gateway binds 0.0.0.0), all held open until chosen."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-
-
 @contextlib.contextmanager
 def running_gateway(venv: Path, log_path: Path) -> Iterator[str]:
     """`tlserve serve --upstream <nothing listening>` from the venv; yields its HTTP URL once /healthz answers."""
-    http_port, grpc_port, upstream_port = unused_ports(3)
+    http_port, grpc_port, upstream_port = free_ports(3)
     command = [
         str(venv / "bin" / "tlserve"), "serve", "--upstream", f"127.0.0.1:{upstream_port}",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=log_path.parent, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
+    gateway = ServeProcess(process, http_port, grpc_port, None, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"tlserve serve exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /healthz within {START_TIMEOUT_S:.0f}s:\n{log_path.read_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
+        gateway.wait_ready(START_TIMEOUT_S, route="/healthz")
+        yield gateway.http_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"tlserve serve ignored SIGTERM for 30 s:\n{log_path.read_text()[-3000:]}")
+        if gateway.stop(30) == -signal.SIGKILL:
+            pytest.fail(f"tlserve serve ignored SIGTERM for 30 s:\n{gateway.log_tail()}")
 
 
 def test_gateway_dependency_set_is_a_real_fresh_install(gateway_venv: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.support.gateway import ServeProcess, running_serve
-from tlserve.processes import LOOPBACK, free_port
+from tlserve.processes import LOOPBACK, free_port, stop_process
 from training import modelconfig
 from training.modelconfig import ServedModel
 
@@ -127,8 +127,7 @@ def running_tf_serving(models_dir: Path, name: str = MODEL_NAME) -> Iterator[str
     try:
         yield f"{LOOPBACK}:{port}"
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
 
 
 def predict_version(serving: ServeProcess, image: bytes) -> int:
