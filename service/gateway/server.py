@@ -21,6 +21,7 @@ from service.gateway.backend import Backend, GrpcBackend
 from service.gateway.grpc_app import start_grpc_server
 from service.gateway.http_app import create_app
 from service.gateway.settings import Settings
+from service.gateway.supervisor import FailFastBackend, ModelServerState
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +40,17 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def serve_forever(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    asyncio.run(_serve_until_signalled(settings))
+def serve_forever(settings: Settings, *, model_server: ModelServerState | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; `model_server` is the supervised embedded one."""
+    asyncio.run(_serve_until_signalled(settings, model_server))
 
 
-async def _serve_until_signalled(settings: Settings) -> None:
+async def _serve_until_signalled(settings: Settings, model_server: ModelServerState | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(settings, stop=stop)
+    await serve(settings, stop=stop, model_server=model_server)
 
 
 async def serve(
@@ -58,10 +59,18 @@ async def serve(
     stop: asyncio.Event,
     on_ready: Callable[[GatewayPorts], None] | None = None,
     backend: Backend | None = None,
+    model_server: ModelServerState | None = None,
 ) -> None:
-    """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set."""
+    """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set.
+
+    With `model_server` (a supervised child), upstream calls fail fast while it is down and /metrics shows it.
+    """
     upstream = backend or GrpcBackend.from_settings(settings)
+    if model_server is not None:
+        upstream = FailFastBackend(upstream, model_server)
     app = create_app(settings, upstream)
+    if model_server is not None:
+        app.state.metrics.registry.register(model_server)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
