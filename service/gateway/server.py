@@ -65,9 +65,11 @@ async def serve(
 
     With `model_server` (a supervised child), upstream calls fail fast while it is down and /metrics shows it.
     """
-    upstream = backend or GrpcBackend.from_settings(settings)
-    if model_server is not None:
-        upstream = FailFastBackend(upstream, model_server)
+    if model_server is None:
+        upstream = backend or GrpcBackend.from_settings(settings)
+    else:
+        state = model_server
+        upstream = FailFastBackend(backend or GrpcBackend.from_settings(settings, is_available=lambda: state.up), state)
     app = create_app(settings, upstream)
     if model_server is not None:
         app.state.metrics.registry.register(model_server)

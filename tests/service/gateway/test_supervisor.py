@@ -184,3 +184,32 @@ def test_fail_fast_backend_delegates_while_up():
 def test_the_embedded_model_server_command_binds_loopback_only():
     command = model_server_command(Path("models"), 8600)
     assert command[command.index("--host") + 1] == LOOPBACK == "127.0.0.1"
+
+
+def test_grpc_backend_stops_retrying_once_the_supervisor_knows_the_server_is_down():
+    import grpc
+    import grpc.aio
+
+    from service.gateway.backend import GrpcBackend
+    from tests.conftest import random_images
+    from tests.service.gateway.fakes import FakeModelServer, rpc_error, start_fake_upstream
+    from tests.service.gateway.test_wire import tf_serving_request
+
+    fake = FakeModelServer()
+    fake.fail_next = [rpc_error(grpc.StatusCode.UNAVAILABLE, "connection reset")] * 5
+
+    async def scenario() -> None:
+        upstream, port, _ = await start_fake_upstream(fake)
+        backend = GrpcBackend(
+            f"127.0.0.1:{port}", max_message_bytes=1 << 20, retries=5, retry_backoff_s=0.01, is_available=lambda: False
+        )
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await backend.predict(tf_serving_request(random_images(1)), 30.0)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            await backend.close()
+            await upstream.stop(None)
+
+    asyncio.run(scenario())
+    assert len(fake.predict_requests) == 1  # 6 attempts without the supervisor's word
