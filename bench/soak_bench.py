@@ -116,6 +116,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             run = {
                 "run": number,
                 "requests_per_s": ok / elapsed,
+                # Requests per CPU-second of the model server: independent of how much CPU others leave us.
+                "requests_per_server_cpu_s": ok / max(ours["server_cpu_s"], 1e-9),
                 "errors": failed,
                 "gateway_rss_mib": rss_mib(gateway_pid),
                 "server_rss_mib": rss_mib(server_pid),
@@ -131,13 +133,14 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "| run | requests/s | errors | gateway RSS MiB | model server RSS MiB | CPU-s gateway / server / client "
-        "| other load (cores) | load avg before → after |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | requests/s | requests per model-server CPU-s | errors | gateway RSS MiB | model server RSS MiB "
+        "| CPU-s gateway / server / client | other load (cores) | load avg before → after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         lines.append(
-            f"| {run['run']} | {run['requests_per_s']:.1f} | {run['errors']} | {run['gateway_rss_mib']:.0f} "
+            f"| {run['run']} | {run['requests_per_s']:.1f} | {_per_cpu(run, results['seconds']):.1f} | {run['errors']} "
+            f"| {run['gateway_rss_mib']:.0f} "
             f"| {run['server_rss_mib']:.0f} | {run['gateway_cpu_s']:.1f} / {run['server_cpu_s']:.1f} / "
             f"{run['client_cpu_s']:.1f} | {run['other_cores']:.2f} | {run['load_before']:.2f} → "
             f"{run['load_after']:.2f} |"
@@ -154,6 +157,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _per_cpu(run: dict[str, Any], seconds: float) -> float:
+    """Requests per model-server CPU-second (estimated from requests/s × run length for older JSON files)."""
+    if "requests_per_server_cpu_s" in run:
+        return float(run["requests_per_server_cpu_s"])
+    return float(run["requests_per_s"] * seconds / max(run["server_cpu_s"], 1e-9))
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -162,12 +172,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64, help="input size of the model built for the run")
     parser.add_argument("--photo-size", type=int, default=224, help="side of the JPEGs sent")
     parser.add_argument("--out", type=Path, default=None, help="also write the raw numbers here (JSON)")
+    parser.add_argument("--table-from", type=Path, default=None, help="only print the table of this JSON file")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO_ROOT))
+    if args.table_from is not None:  # re-print the table of an earlier run
+        print(markdown(json.loads(args.table_from.read_text())))
+        return 0
     with tempfile.TemporaryDirectory(prefix="tlserve-soak-") as workdir:
         results = soak(args, Path(workdir))
     if args.out is not None:
