@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ pytestmark = [
 WAIT_BOUND_S = 60.0  # bounds a hang; measures nothing
 # The deadline a request would wait for if the gateway did not know its model server is down.
 FAIL_FAST_BOUND_S = 2.0
+MAX_LOAD_REQUESTS = 2000  # per client
 
 
 def model_server_pid(serving: ServeProcess) -> int:
@@ -49,12 +51,41 @@ def wait_for_status(url: str, status: int) -> None:
         time.sleep(0.02)
 
 
+class LoadDuringKill:
+    """Clients sending /predict back to back across the kill and the restart (bounded in count and time)."""
+
+    def __init__(self, serving: ServeProcess, image: bytes, clients: int = 4) -> None:
+        self.codes: list[int | str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(serving, image), daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, serving: ServeProcess, image: bytes) -> None:
+        deadline = time.monotonic() + 2 * WAIT_BOUND_S
+        for _request in range(MAX_LOAD_REQUESTS):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                self.codes.append(post_image(serving, image).status_code)
+            except httpx.TransportError as exc:
+                self.codes.append(type(exc).__name__)
+            time.sleep(0.01)
+
+    def stop(self) -> list[int | str]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+        return self.codes
+
+
 def test_a_killed_model_server_is_restarted_while_the_gateway_answers_503_fast(model_repo, tmp_path):
     image = random_images(1)[0]
     # The restart waits 3 s, then imports TensorFlow: a wide window in which the child is down.
     env = {**GATEWAY_ENV, "TLSERVE_MODEL_SERVER_RESTART_BACKOFF_S": "3"}
     with running_serve(model_repo(), env=env, log_path=tmp_path / "serve.log") as serving:
         assert post_image(serving, image).status_code == 200
+        load = LoadDuringKill(serving, image)
         first = model_server_pid(serving)
         os.kill(first, signal.SIGKILL)
         wait_for_status(serving.http_url + "/readyz", 503)
@@ -81,6 +112,10 @@ def test_a_killed_model_server_is_restarted_while_the_gateway_answers_503_fast(m
 
         serving.wait_ready()  # back by itself
         assert serving.process.poll() is None
+        codes = load.stop()
+        # Under load, every request got an answer: 200 before the kill and after the restart, 503 in between.
+        assert set(codes) <= {200, 503}, sorted(set(map(str, codes)))
+        assert 503 in codes
         assert model_server_pid(serving) != first
         assert post_image(serving, image).status_code == 200
         metrics = serving.metrics_text()
