@@ -23,6 +23,7 @@ from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.grpc.app import start_grpc_server
 from service.gateway.http.app import create_app
 from service.gateway.settings import Settings
+from service.gateway.supervisor import FailFastBackend, ModelServerState
 from service.gateway.upstream.backend import Backend, GrpcBackend
 
 logger = logging.getLogger(__name__)
@@ -42,17 +43,17 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-def serve_forever(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    asyncio.run(_serve_until_signalled(settings))
+def serve_forever(settings: Settings, *, model_server: ModelServerState | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; `model_server` is the supervised embedded one."""
+    asyncio.run(_serve_until_signalled(settings, model_server))
 
 
-async def _serve_until_signalled(settings: Settings) -> None:
+async def _serve_until_signalled(settings: Settings, model_server: ModelServerState | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(settings, stop=stop)
+    await serve(settings, stop=stop, model_server=model_server)
 
 
 async def serve(
@@ -61,10 +62,21 @@ async def serve(
     stop: asyncio.Event,
     on_ready: Callable[[GatewayPorts], None] | None = None,
     backend: Backend | None = None,
+    model_server: ModelServerState | None = None,
 ) -> None:
-    """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set."""
-    upstream = backend or GrpcBackend.from_settings(settings)
-    core = GatewayCore(settings, upstream, GatewayMetrics(), random.Random())
+    """Start HTTP and gRPC on one core, call on_ready with the bound ports, serve until `stop` is set.
+
+    With `model_server` (a supervised child), upstream calls fail fast while it is down and /metrics shows it.
+    """
+    if model_server is None:
+        upstream = backend or GrpcBackend.from_settings(settings)
+    else:
+        state = model_server
+        upstream = FailFastBackend(backend or GrpcBackend.from_settings(settings, is_available=lambda: state.up), state)
+    metrics = GatewayMetrics()
+    if model_server is not None:
+        metrics.registry.register(model_server)
+    core = GatewayCore(settings, upstream, metrics, random.Random())
     app = create_app(settings, core=core)
     config = uvicorn.Config(
         app,

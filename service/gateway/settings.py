@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     upstream_max_message_bytes: int = Field(256 * MIB, gt=0)
     shutdown_grace_s: float = Field(10.0, gt=0)
 
+    # Supervision of the embedded model server (`tlserve serve` without --upstream); see service.gateway.supervisor.
+    model_server_max_restarts: int = Field(
+        5, ge=0, description="embedded model server: restarts within the window before serve gives up (exit 2)"
+    )
+    model_server_restart_window_s: float = Field(300.0, gt=0, description="the window of model_server_max_restarts")
+    model_server_restart_backoff_s: float = Field(
+        0.5, gt=0, description="wait before restarting a crashed model server; doubles per crash in the window"
+    )
+    model_server_max_restart_backoff_s: float = Field(30.0, gt=0, description="cap of that wait")
+
     max_body_bytes: int = Field(32 * MIB, gt=0)
     max_images_per_request: int = Field(64, gt=0)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, gt=0, description="per image; more is a decompression bomb (413)")

@@ -54,6 +54,7 @@ class GrpcBackend:
         retries: int = 2,
         retry_backoff_s: float = 0.05,
         lb_policy: str = "pick_first",
+        is_available: Callable[[], bool] | None = None,
     ) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -77,9 +78,11 @@ class GrpcBackend:
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._retries = retries
         self._retry_backoff_s = retry_backoff_s
+        # False while a supervisor knows the server is down: no point retrying then (see service.gateway.supervisor).
+        self._is_available = is_available or (lambda: True)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GrpcBackend:
+    def from_settings(cls, settings: Settings, *, is_available: Callable[[], bool] | None = None) -> GrpcBackend:
         """The backend the gateway's upstream_* settings describe."""
         return cls(
             settings.upstream,
@@ -87,6 +90,7 @@ class GrpcBackend:
             retries=settings.upstream_retries,
             retry_backoff_s=settings.upstream_retry_backoff_s,
             lb_policy=settings.upstream_lb_policy,
+            is_available=is_available,
         )
 
     async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
@@ -111,11 +115,13 @@ class GrpcBackend:
                 return await method(request, timeout=max(deadline - loop.time(), 0.001))
             except grpc.aio.AioRpcError as exc:
                 retryable = exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < self._retries
-                if not retryable or loop.time() + backoff_s >= deadline:
+                if not retryable or loop.time() + backoff_s >= deadline or not self._is_available():
                     raise
                 logger.info(
                     "upstream %s unavailable (attempt %d), retrying in %.3fs", self.target, attempt + 1, backoff_s
                 )
                 await asyncio.sleep(backoff_s)
+                if not self._is_available():
+                    raise  # the server is known to be down: answer now instead of after every retry
                 backoff_s *= 2
         raise AssertionError("unreachable: the last attempt returns or raises")
