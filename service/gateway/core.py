@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from service.errors import (
     BadRequest,
@@ -35,6 +34,7 @@ from service.gateway.targets import Classification, ImagePrediction, LabelScore,
 from service.gateway.tensors import string_tensor, to_array
 from service.gateway.validation import check_images
 from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATURE_BYTES
+from tlserve.protocol import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")
