@@ -31,3 +31,9 @@ def tlserve_command() -> list[str]:
         return [str(script)]
     found = shutil.which("tlserve")
     return [found] if found else [sys.executable, "-m", "tlserve"]
+
+
+def thin_overrides(log_path: Path) -> dict[str, str]:
+    """The variables `thin_env` changes, for helpers that build the rest of the environment themselves."""
+    env = thin_env(log_path, base={})
+    return {key: env[key] for key in ("PYTHONPATH", "TLSERVE_BLOCK_HEAVY_IMPORTS")}
