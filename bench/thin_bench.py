@@ -133,15 +133,16 @@ def measure_tree(tree: Path, server: ModelServerProcess, models_dir: Path, image
             result["predict_grpc_s"].append(seconds)
             result["predict_grpc_cpu_s"].append(cpu)
     for _ in range(3):
-        seconds, done = tlserve(tree, "models", "list", "--models-dir", str(models_dir))
+        seconds, cpu, done = tlserve(tree, "models", "list", "--models-dir", str(models_dir))
         assert done.returncode == 0, done.stderr
         result["models_list_s"].append(seconds)
-        seconds, done = tlserve(
-            tree, "promote", MODEL, "99", "--models-dir", str(models_dir), "--server", server.target
-        )
+        result["models_list_cpu_s"].append(cpu)
+        target = ["--models-dir", str(models_dir), "--server", server.target]
+        seconds, cpu, done = tlserve(tree, "promote", MODEL, "99", *target)
         result["promote_unknown_s"].append(seconds)
-        result["promote_unknown_answer"] = [done.returncode, done.stderr.strip()]
-    for key in ("healthz_s", "predict_grpc_s", "models_list_s", "promote_unknown_s"):
+        result["promote_unknown_cpu_s"].append(cpu)
+        result["promote_unknown_answer"] = [done.returncode, done.stderr.strip().splitlines()[-1]]
+    for key in MEASURES:
         result[key + "_median"] = statistics.median(result[key])
     return result
 
