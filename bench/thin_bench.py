@@ -151,8 +151,7 @@ def serving_ratios(trees: dict[str, Path], server: ModelServerProcess, args: arg
     """serve_bench's (a) and (b) for both trees, every path interleaved in the same loop."""
     import grpc
 
-    from service.gateway.client import GRPC_OPTIONS, predict_request
-    from tlserve.protocol import prediction_service_pb2_grpc
+    from tlserve.protocol import predict_pb2, prediction_service_pb2_grpc, types_pb2
 
     images = [serve_bench.photo_like_jpeg(224, seed) for seed in range(64)]
     with contextlib.ExitStack() as stack:
@@ -162,9 +161,14 @@ def serving_ratios(trees: dict[str, Path], server: ModelServerProcess, args: arg
                 extra = {"TLSERVE_BATCHING_ENABLED": "true" if batching == "on" else "false"}
                 started = stack.enter_context(gateway(tree, server.target, work / f"{name}-{batching}.log", extra))
                 urls[f"{name}_batching_{batching}"] = started["url"]
-        channel = stack.enter_context(grpc.insecure_channel(server.target, options=GRPC_OPTIONS))
+        channel = stack.enter_context(grpc.insecure_channel(server.target))
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        request = predict_request(MODEL, [images[0]])
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL
+        request.model_spec.signature_name = "serving_default"
+        request.inputs["image_bytes"].dtype = types_pb2.DT_STRING
+        request.inputs["image_bytes"].tensor_shape.dim.add(size=1)
+        request.inputs["image_bytes"].string_val.append(images[0])
         files = [("files", ("x.jpg", images[0], "image/jpeg"))]
         clients = {key: stack.enter_context(httpx.Client(base_url=url, timeout=60)) for key, url in urls.items()}
         calls: dict[str, Any] = {"direct_grpc": lambda: stub.Predict(request, timeout=60)}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tlserve import tfrecord
-from training import infra
+from tlserve import contract, tfrecord
+from tlserve.protocol import prediction_log_pb2
 
 RECORDS = [b"", b"abc", bytes(range(256)) * 300]
 
@@ -47,8 +47,9 @@ def test_refuses_a_damaged_file(tmp_path: Path, damage, message: str) -> None:
         list(tfrecord.read_records(path))
 
 
-def test_warmup_requests_of_an_exported_version_read_without_tensorflow(exported_version: Path) -> None:
-    requests = infra.read_warmup_requests(exported_version)
+def test_warmup_requests_of_an_exported_version_parse_as_prediction_logs(exported_version: Path) -> None:
+    records = tfrecord.read_records(exported_version / contract.WARMUP_FILE)
+    requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request for record in records]
     assert len(requests) >= 2
     assert {request.model_spec.signature_name for request in requests} == {"serving_default"}
     assert all(request.inputs["image_bytes"].string_val for request in requests)
