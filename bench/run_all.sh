@@ -15,3 +15,6 @@ python bench/serve_bench.py --image-size 64 --out "$BENCH_OUT/serve.json"
 
 echo "== soak: 10 x 30 s through tlserve serve (gateway + embedded model server), throughput and RSS per run"
 python bench/soak_bench.py --out "$BENCH_OUT/soak.json"
+
+echo "== thin side: gateway/client/promotion without TensorFlow, before (08bbb82) vs after (HEAD)"
+python bench/thin_bench.py --out "$BENCH_OUT/thin.json"

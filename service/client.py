@@ -120,7 +120,8 @@ class GrpcClient:
 
     def __init__(self, target: str, *, model: str | None = None, timeout_s: float = 30.0) -> None:
         import grpc
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        from tlserve.protocol import prediction_service_pb2_grpc
 
         self.target = target
         self.model = model or ""
@@ -162,8 +163,7 @@ def _grpc_error(target: str, exc: Any) -> ClientError:
 
 def predict_request(model: str, images: list[ImageBytes], *, version_label: str | None = None) -> Any:
     """A `PredictRequest` for the `serving_default` signature: a DT_STRING [N] tensor of encoded images."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorflow_serving.apis import predict_pb2
+    from tlserve.protocol import predict_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model

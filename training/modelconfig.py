@@ -61,7 +61,8 @@ def resolve_base_path(config_file: Path, base_path: str) -> Path:
 def read_config(config_file: Path) -> Any:
     """The parsed ModelServerConfig; an empty one when the file does not exist yet."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from tlserve.protocol import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
     if not config_file.exists():

@@ -68,7 +68,6 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     requirements = REPO_ROOT / "requirements"
     # The Dockerfile's gateway-deps and gateway-build stages, command for command.
     pip_install(python, "-r", requirements / "gateway.txt", cwd=root)
-    pip_install(python, "--no-deps", "-r", requirements / "no-deps.txt", cwd=root)
     pip_install(python, "--no-deps", "--no-build-isolation", source, cwd=root)
     return venv
 
@@ -101,8 +100,9 @@ def test_gateway_dependency_set_is_a_real_fresh_install(gateway_venv: Path) -> N
     )  # fmt: skip
     assert probe.stdout.strip().startswith(str(gateway_venv))
     site_packages = next((gateway_venv / "lib").glob("python3*/site-packages"))
-    # Training-only dependencies (runtime.txt) stay out of the gateway image.
-    assert not (site_packages / "matplotlib").exists()
+    # Training-only dependencies (runtime.txt) stay out of the gateway image, TensorFlow and Keras included.
+    for package in ("matplotlib", "tensorflow", "keras", "tensorflow_serving"):
+        assert not (site_packages / package).exists(), package
 
 
 def test_gateway_from_fresh_venv_is_alive_but_not_ready_without_upstream(gateway_venv: Path, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from service.gateway.core.batching import MicroBatcher
 from service.gateway.core.metrics import GatewayMetrics
@@ -35,6 +34,7 @@ from service.gateway.errors import (
 from service.gateway.settings import Settings
 from service.gateway.upstream.backend import Backend, PredictRequest, PredictResponse
 from tlserve.contract import INPUT_BYTES, OUTPUT_CLASSES, OUTPUT_SCORES, SIGNATURE_BYTES
+from tlserve.protocol import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 logger = logging.getLogger(__name__)
 Result = TypeVar("Result")

@@ -8,12 +8,12 @@ import math
 from typing import Any
 
 import numpy as np
-from tensorflow.core.framework import types_pb2
 
 from service.gateway.core.tensors import UnsupportedDtype, numpy_dtype
 from service.gateway.core.validation import check_images
 from service.gateway.errors import BadRequest, PayloadTooLarge
 from tlserve.contract import INPUT_BYTES
+from tlserve.protocol import types_pb2
 
 
 def check_predict_request(request: Any, *, max_images: int, max_pixels: int) -> None:

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from tlserve.protocol import tensor_pb2, tensor_shape_pb2, types_pb2
 
 TensorProto: TypeAlias = Any
 

@@ -19,15 +19,15 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from tensorflow_serving.apis import (
+
+from service.gateway.core.gateway_core import GatewayCore
+from service.gateway.errors import BadRequest, DeadlineExceeded, grpc_abort_on_error
+from tlserve.protocol import (
     model_service_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
-
-from service.gateway.core.gateway_core import GatewayCore
-from service.gateway.errors import BadRequest, DeadlineExceeded, grpc_abort_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ class _TolerantServer:
 
     def add_generic_rpc_handlers(self, handlers: tuple[GenericHandler, ...]) -> None:
         self.server.add_generic_rpc_handlers(tuple(_TolerantHandlers(handler) for handler in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        """Newer generated stubs also register each method directly; that would bypass the tolerant generic
+        handlers above, which already serve every method, so it is left out."""
 
 
 def parsed(request: Any) -> Any:

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from service.gateway.core.tensors import UnsupportedDtype, from_array, numpy_dtype, to_array
 from service.gateway.errors import BadRequest, InvalidJson, ValidationFailed
+from tlserve.protocol import get_model_metadata_pb2, predict_pb2, types_pb2
 
 InputTypes = dict[str, int]  # input name → DataType enum of the signature
 

@@ -56,7 +56,7 @@ class GrpcBackend:
         lb_policy: str = "pick_first",
         is_available: Callable[[], bool] | None = None,
     ) -> None:
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        from tlserve.protocol import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         options = [
             # The load balancing policy as the channel's default service config; a DNS TXT record may not replace it.
