@@ -151,7 +151,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
     """Settings from the flags given, then `TLSERVE_*` environment variables, then defaults; bad values exit 2."""
-    return build_settings(Settings, {**given_settings(args, Settings), "upstream": upstream})
+    flags = {**given_settings(args, Settings), "upstream": upstream}
+    if args.upstream is None and "repository" not in flags:
+        flags["repository"] = args.models_dir  # the embedded server loads this repository: it names the models
+    return build_settings(Settings, flags)
 
 
 def _run_gateway(settings: Settings) -> None:

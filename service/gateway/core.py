@@ -5,6 +5,7 @@ HTTP (`http_app`) and gRPC (`grpc_app`) adapters both call one `GatewayCore`, so
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import random
@@ -25,6 +26,7 @@ from service.errors import (
     Unauthenticated,
     translate_errors,
 )
+from service.gateway import served_models
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
@@ -139,7 +141,7 @@ class GatewayCore:
         """A TF Serving PredictRequest proxied as is, after the same image checks and limits as /predict."""
         spec = request.model_spec
         if not spec.name:
-            raise BadRequest("model_spec.name is required")
+            spec.name = self.default_model()  # the same default model rule as HTTP /predict
         check_predict_request(
             request, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
         )
@@ -166,16 +168,31 @@ class GatewayCore:
     async def model_metadata(self, request: Any, timeout_s: float) -> Any:
         return await self._upstream(self.backend.get_model_metadata(request, timeout_s))
 
-    async def is_ready(self) -> bool:
-        """True when some version of the default model is AVAILABLE upstream."""
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = self.settings.default_model
-        try:
-            response = await self.model_status(request, min(self.settings.request_timeout_s, 2.0))
-        except Exception as exc:
-            logger.info("not ready: %s", exc)
-            return False
-        return any(status.state == AVAILABLE for status in response.model_version_status)
+    def default_model(self) -> str:
+        """The model of a request that names none (see `served_models`)."""
+        return served_models.default_model(self.settings)
+
+    async def readiness(self) -> dict[str, str]:
+        """Each model the upstream is configured to serve → "AVAILABLE" or why not; empty when none is known."""
+        names = served_models.served_models(self.settings) or ()
+        timeout_s = min(self.settings.request_timeout_s, 2.0)
+
+        async def state(name: str) -> str:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = name
+            try:
+                response = await self.model_status(request, timeout_s)
+            except GatewayError as exc:
+                return exc.public_message
+            except Exception as exc:
+                logger.info("readiness of %s: %s", name, exc)
+                return "no answer from the model server"
+            if any(status.state == AVAILABLE for status in response.model_version_status):
+                return "AVAILABLE"
+            return "no AVAILABLE version"
+
+        states = await asyncio.gather(*(state(name) for name in names))
+        return dict(zip(names, states, strict=True))
 
     def metadata_request(self, target: ModelTarget, signature_name: str = "") -> Any:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
-from service.gateway import http_predict, http_tfserving
+from service.gateway import http_predict, http_tfserving, served_models
 from service.gateway.backend import Backend, GrpcBackend
 from service.gateway.core import GatewayCore
 from service.gateway.http_predict import describe_validation_errors
@@ -80,14 +80,35 @@ def _add_operational_routes(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="The default model is AVAILABLE upstream (else 503)")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Every model the upstream is configured to serve has an AVAILABLE version (else 503)",
+        description="The body maps each served model to `AVAILABLE` or why not; `not_ready` lists the others. "
+        "The served models come from --served-models, else the model repository (--repository; `tlserve serve` "
+        "sets it for the embedded model server), else --default-model.",
+        responses={503: {"description": "some served model has no AVAILABLE version, or none is known"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
-        ready = await core_of(request).is_ready()
-        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+        models = await core_of(request).readiness()
+        not_ready = sorted(name for name, state in models.items() if state != "AVAILABLE")
+        body: dict[str, object] = {"status": "ready", "models": models, "not_ready": not_ready}
+        if not models:
+            body |= {"status": "not ready", "reason": readiness_unknown_reason(request.app.state.settings)}
+        elif not_ready:
+            body["status"] = "not ready"
+            body["reason"] = "no AVAILABLE version: " + ", ".join(f"{name} ({models[name]})" for name in not_ready)
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (tlserve_*)")
     async def metrics(request: Request) -> Response:
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def readiness_unknown_reason(settings: Settings) -> str:
+    if served_models.served_models(settings) is None:
+        return served_models.UNKNOWN_MODELS
+    return "no model is served yet (train one with `tlserve train DATA --name NAME`)"
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:

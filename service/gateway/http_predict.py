@@ -127,7 +127,7 @@ async def predict(
     for name, value in (("model", model), ("label", label)):
         if value == "":  # `?model=` must not silently mean the default model
             raise ValidationFailed(f"query parameter {name!r} is empty; give a name or leave the parameter out")
-    target = make_target(settings.default_model if model is None else model, version, label)
+    target = make_target(core.default_model() if model is None else model, version, label)
     images, body_top_k, names = await read_images(request, settings.max_images_per_request)
     result = await core.classify(
         images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s, names
