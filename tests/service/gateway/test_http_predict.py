@@ -187,3 +187,18 @@ def test_predict_returns_413_when_a_streamed_body_without_length_grows_too_large
     response = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "1000" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("top_k", [True, False, "3", 0, 6, 2.5])
+def test_json_top_k_follows_the_one_rule(client, top_k):
+    # Issue 9.7: `"top_k": true` was taken as 1.
+    response = client.post("/predict", json={"instances": [{"b64": b64(random_images(1)[0])}], "top_k": top_k})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "top_k must be an integer from 1 to 5" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("top_k", ["true", "0", "6"])
+def test_query_top_k_follows_the_one_rule(client, top_k):
+    response = client.post(f"/predict?top_k={top_k}", files=multipart(random_images(1)[0]))
+    assert response.status_code == 422
