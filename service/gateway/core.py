@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import random
 import time
@@ -29,6 +30,8 @@ from service.errors import (
 from service.gateway import served_models
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
+from service.gateway.decode_errors import describe_decode_failure, strip_tf_internals
+from service.gateway.image_formats import prepare_images
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.predict_checks import check_predict_request
 from service.gateway.routing import LabelRouter
@@ -102,7 +105,10 @@ class GatewayCore:
 
         `names` (e.g. multipart file names) only make error messages clearer.
         """
-        check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
+        settings = self.settings
+        if len(images) <= settings.max_images_per_request:  # check_images refuses more, unconverted
+            images = prepare_images(images, names or [], max_pixels=settings.max_image_pixels)
+        check_images(images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels)
 
         async def send(routed: ModelTarget) -> list[_Row]:
             try:
@@ -133,9 +139,11 @@ class GatewayCore:
                     break
                 raise
         if index is None:
-            return error  # every image decodes alone: not a decoding problem, keep the model server's message
+            # Every image decodes alone: not a decoding problem; the model server's words, without TF internals.
+            return BadRequest(strip_tf_internals(error.message))
         name = f" ({names[index]})" if index < len(names) and names[index] else ""
-        return InvalidImage(f"image {index}{name} could not be decoded: {error.message}")
+        reason = describe_decode_failure(error.message, _image_format(images[index]))
+        return InvalidImage(f"image {index}{name} could not be decoded: {reason}")
 
     async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
         """A TF Serving PredictRequest proxied as is, after the same image checks and limits as /predict."""
@@ -287,6 +295,18 @@ def _upstream_invalid_argument(error: GatewayError) -> bool:
     """The error is the model server's INVALID_ARGUMENT (what a model that cannot decode an image answers)."""
     cause = error.__cause__
     return isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _image_format(image: bytes) -> str | None:
+    """The format an image's header claims (for error messages only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            image_format: str | None = opened.format
+            return image_format
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _top_k(top: list[LabelScore], top_k: int) -> ImagePrediction:

@@ -40,10 +40,14 @@ async def post_concurrently(app, bodies: list[bytes]) -> tuple[list[httpx.Respon
     return list(responses), metrics
 
 
-def truncated_png() -> bytes:
-    """A PNG whose header is fine (passes the cheap check) but whose pixel data is cut off."""
-    image = random_images(1, seed=5)[0]
-    return image[: len(image) // 2]
+def corrupt_png(image: bytes | None = None) -> bytes:
+    """A PNG whose header and end marker are fine (it passes the cheap checks) but whose pixel data is broken."""
+    image = image or random_images(1, seed=5)[0]
+    broken = image.index(b"IDAT") + 24
+    return image[:broken] + bytes(64) + image[broken + 64 :]
+
+
+truncated_png = corrupt_png  # the model cannot decode it; a truncated file is refused before the batch now
 
 
 def test_32_concurrent_callers_form_batches_and_get_their_own_answers():
