@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
-from service.gateway import http_predict, http_tfserving, served_models
+from service.gateway import http_docs, http_predict, http_tfserving, served_models
 from service.gateway.backend import Backend, GrpcBackend
 from service.gateway.core import GatewayCore
 from service.gateway.http_predict import describe_validation_errors
@@ -56,6 +57,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
         summary="Image classification over HTTP: /predict and TF Serving's REST API.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # http_docs serves /docs with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -63,11 +66,30 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     app.include_router(http_predict.router)
     app.include_router(http_tfserving.router)
     _add_operational_routes(app)
+    http_docs.add_docs(app)
     _add_error_handlers(app)
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+_JSON_ONLY: dict[int | str, dict[str, Any]] = {}
+TEXT = {"type": "string"}
+READINESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "models": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "each served model → AVAILABLE, or why it is not",
+        },
+        "not_ready": {"type": "array", "items": {"type": "string"}},
+        "reason": {"type": "string"},
+    },
+    "required": ["status", "models", "not_ready"],
+}
 
 
 def core_of(request: Request) -> GatewayCore:
@@ -76,7 +98,7 @@ def core_of(request: Request) -> GatewayCore:
 
 
 def _add_operational_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    @app.get("/healthz", tags=["operations"], summary="The process is alive", responses=_JSON_ONLY)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -87,7 +109,13 @@ def _add_operational_routes(app: FastAPI) -> None:
         description="The body maps each served model to `AVAILABLE` or why not; `not_ready` lists the others. "
         "The served models come from --served-models, else the model repository (--repository; `tlserve serve` "
         "sets it for the embedded model server), else --default-model.",
-        responses={503: {"description": "some served model has no AVAILABLE version, or none is known"}},
+        responses={
+            200: {"description": "ready", "content": {"application/json": {"schema": READINESS_SCHEMA}}},
+            503: {
+                "description": "some served model has no AVAILABLE version, or none is known",
+                "content": {"application/json": {"schema": READINESS_SCHEMA}},
+            },
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         models = await core_of(request).readiness()
@@ -100,7 +128,15 @@ def _add_operational_routes(app: FastAPI) -> None:
             body["reason"] = "no AVAILABLE version: " + ", ".join(f"{name} ({models[name]})" for name in not_ready)
         return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (tlserve_*)")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (tlserve_*)",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
+        },
+    )
     async def metrics(request: Request) -> Response:
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
