@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
-from service.gateway import http_docs, http_predict, http_tfserving, served_models
+from service.gateway import http_docs, http_page, http_predict, http_tfserving, served_models
 from service.gateway.backend import Backend, GrpcBackend
 from service.gateway.core import GatewayCore
 from service.gateway.http_predict import describe_validation_errors
@@ -65,6 +65,7 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http_tfserving
     app.include_router(http_predict.router)
     app.include_router(http_tfserving.router)
+    app.include_router(http_page.router)
     _add_operational_routes(app)
     http_docs.add_docs(app)
     _add_error_handlers(app)
