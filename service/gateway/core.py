@@ -31,7 +31,7 @@ from service.gateway import served_models
 from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.decode_errors import describe_decode_failure, strip_tf_internals
-from service.gateway.image_formats import prepare_images
+from service.gateway.image_formats import prepare_images, with_file_name
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.predict_checks import check_predict_request
 from service.gateway.routing import LabelRouter
@@ -108,7 +108,10 @@ class GatewayCore:
         settings = self.settings
         if len(images) <= settings.max_images_per_request:  # check_images refuses more, unconverted
             images = prepare_images(images, names or [], max_pixels=settings.max_image_pixels)
-        check_images(images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels)
+        try:
+            check_images(images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels)
+        except GatewayError as error:
+            raise with_file_name(error, names or []) from error.__cause__
 
         async def send(routed: ModelTarget) -> list[_Row]:
             try:

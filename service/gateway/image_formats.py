@@ -10,9 +10,10 @@ model's input as it is (a TIFF there is refused with the usual 415).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
-from service.errors import ImageTooLarge, InvalidImage
+from service.errors import GatewayError, ImageTooLarge, InvalidImage
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
 CONVERTED_FORMATS = frozenset({"TIFF"})
@@ -66,3 +67,19 @@ def prepare_images(images: list[bytes], names: list[str], *, max_pixels: int) ->
             data = tiff_to_png(data, max_pixels=max_pixels, where=_named(index, names))
         prepared.append(data)
     return prepared
+
+
+_IMAGE_INDEX = re.compile(r"^image (\d+) ")
+
+
+def with_file_name(error: GatewayError, names: list[str]) -> GatewayError:
+    """`image 1 is not a recognisable image file` → `image 1 (notes.txt) is ...` when the file name is known."""
+    match = _IMAGE_INDEX.match(error.message)
+    if match is None or not names:
+        return error
+    index = int(match.group(1))
+    if index >= len(names) or not names[index]:
+        return error
+    named = type(error)(f"{_named(index, names)} {error.message[match.end() :]}")
+    named.__cause__ = error.__cause__
+    return named

@@ -76,7 +76,10 @@ def test_predict_returns_400_when_both_version_and_label_given(client):
 def test_predict_returns_400_invalid_image_for_undecodable_bytes(client):
     response = client.post("/predict", files=multipart(random_images(1)[0], b"this is not an image"))
     assert response.status_code == 400
-    assert response.json()["error"] == {"code": "invalid_image", "message": "image 1 is not a recognisable image file"}
+    assert response.json()["error"] == {
+        "code": "invalid_image",
+        "message": "image 1 (1.png) is not a recognisable image file",  # the multipart file name, when known
+    }
 
 
 def test_predict_returns_400_invalid_image_for_empty_file(client):

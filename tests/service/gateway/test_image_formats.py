@@ -114,3 +114,15 @@ def test_a_broken_tiff_is_a_400_naming_it(client):
         response.json()["error"]["message"]
         == "image 0 (bad.tif) is a TIFF that could not be decoded (truncated or corrupt)"
     )
+
+
+def test_header_check_errors_name_the_multipart_file_and_keep_their_status(make_client):
+    client = make_client(max_image_pixels=100)
+    big = upload(client, random_images(1)[0], "big.png")
+    assert big.status_code == 413
+    assert big.json()["error"]["message"].startswith("image 0 (big.png) is ")
+    ppm = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(ppm, "PPM")
+    unsupported = upload(client, ppm.getvalue(), "x.ppm", "image/x-portable-pixmap")
+    assert unsupported.status_code == 415
+    assert unsupported.json()["error"]["message"].startswith("image 0 (x.ppm) is PPM; supported: ")

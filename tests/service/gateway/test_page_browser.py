@@ -146,7 +146,7 @@ def test_page_classifies_an_upload_and_explains_a_non_image(browser, tmp_path):
 
     assert notes.get_attribute("data-state") == "error"
     error = notes.find_element(By.CLASS_NAME, "error")
-    assert error.text == "invalid_image: image 0 is not a recognisable image file"
+    assert error.text == "invalid_image: image 0 (notes.txt) is not a recognisable image file"
     assert notes.find_element(By.CLASS_NAME, "meta").text.startswith("HTTP 400")
 
     assert all(resource.startswith(url) for resource in resources), resources  # nothing from a CDN
