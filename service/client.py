@@ -25,6 +25,7 @@ GRPC_OPTIONS = [
 ]
 # HTTP answers that concern the image itself; any other error concerns the server or the request as a whole.
 IMAGE_ERROR_STATUSES = frozenset({400, 413, 415, 422})
+API_KEY_HEADER = "X-API-Key"  # HTTP header; lower-cased as gRPC metadata (the gateway reads both)
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,19 @@ class HttpClient:
         *,
         model: str | None = None,
         timeout_s: float = 30.0,
+        api_key: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
         self.model = model
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
         try:
-            self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
+            self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport, headers=headers)
         except httpx.InvalidURL as exc:
             raise ServerError(f"not a URL: {url!r} ({exc})") from None
 
     def predict(self, image: ImageBytes, *, filename: str = "image", top_k: int = 3) -> Prediction:
+        contract.check_top_k(top_k)
         params: dict[str, str | int] = {"top_k": top_k}
         if self.model:
             params["model"] = self.model
@@ -118,23 +122,27 @@ def _prediction_from_json(body: dict[str, Any], top_k: int) -> Prediction:
 class GrpcClient:
     """PredictionService.Predict on `serving_default` with the raw image bytes, as any TF Serving client does."""
 
-    def __init__(self, target: str, *, model: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, target: str, *, model: str | None = None, timeout_s: float = 30.0, api_key: str | None = None
+    ) -> None:
         import grpc
 
         from tlserve.protocol import prediction_service_pb2_grpc
 
         self.target = target
-        self.model = model or ""
+        self.model = model or ""  # empty: the gateway's default model (TF Serving itself needs a name)
         self.timeout_s = timeout_s
+        self._metadata = ((API_KEY_HEADER.lower(), api_key),) if api_key else None
         self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
     def predict(self, image: ImageBytes, *, filename: str = "image", top_k: int = 3) -> Prediction:
         import grpc
 
+        contract.check_top_k(top_k)
         request = predict_request(self.model, [image])
         try:
-            response = self._stub.Predict(request, timeout=self.timeout_s)
+            response = self._stub.Predict(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _grpc_error(self.target, exc) from exc
         (prediction,) = predictions_from_response(response, top_k)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from service.gateway.settings import Settings
 from service.gateway.settings_cli import add_settings_flags, build_settings, env_and_default, given_settings
 from tlserve.console import CommandError, split_host_port
+from tlserve.contract import MAX_TOP_K, top_k_problem
 from tlserve.processes import LOOPBACK
 
 if TYPE_CHECKING:
@@ -84,11 +85,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     predict.add_argument(
         "--model",
         default=os.environ.get("TLSERVE_DEFAULT_MODEL"),
-        help="model name (default: the gateway's default model over HTTP, 'demo' over gRPC)",
+        help="model name (env TLSERVE_DEFAULT_MODEL; default: the gateway's default model; TF Serving needs one)",
     )
-    predict.add_argument("--top-k", type=_positive, default=3)
+    predict.add_argument(
+        "--top-k", type=_top_k, default=3, help=f"labels per image, 1 to {MAX_TOP_K} (HTTP and gRPC alike)"
+    )
+    predict.add_argument(
+        "--api-key",
+        default=os.environ.get("TLSERVE_API_KEY") or None,
+        help="send this API key (HTTP header X-API-Key; gRPC metadata x-api-key) (env TLSERVE_API_KEY)",
+    )
     predict.add_argument("--timeout", type=_positive_seconds, default=30.0, help="seconds per request")
     predict.set_defaults(handler=run_predict)
+
+
+def _top_k(text: str) -> int:
+    try:
+        value: object = int(text)
+    except ValueError:
+        value = text
+    problem = top_k_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    assert isinstance(value, int)
+    return value
 
 
 def _port(text: str) -> int:
@@ -180,7 +200,10 @@ def restart_policy(settings: Settings) -> RestartPolicy:
 
 def gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
     """Settings from the flags given, then `TLSERVE_*` environment variables, then defaults; bad values exit 2."""
-    return build_settings(Settings, {**given_settings(args, Settings), "upstream": upstream})
+    flags = {**given_settings(args, Settings), "upstream": upstream}
+    if args.upstream is None and "repository" not in flags:
+        flags["repository"] = args.models_dir  # the embedded server loads this repository: it names the models
+    return build_settings(Settings, flags)
 
 
 def _run_gateway(settings: Settings, model_server: ModelServerState | None = None) -> None:
@@ -256,9 +279,10 @@ def _make_client(args: argparse.Namespace) -> HttpClient | GrpcClient:
 
     if args.grpc is not None:
         split_host_port(args.grpc, flag="--grpc")
-        # A gRPC PredictRequest must name its model; "demo" is the gateway's default model too.
-        return GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
-    return HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)
+        # Without --model the request names none: the gateway applies its default model rule (as over HTTP).
+        return GrpcClient(args.grpc, model=args.model, timeout_s=args.timeout, api_key=args.api_key)
+    url = args.url or "http://localhost:8000"
+    return HttpClient(url, model=args.model, timeout_s=args.timeout, api_key=args.api_key)
 
 
 def _read_image(path: Path) -> bytes:

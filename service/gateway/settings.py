@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -26,7 +27,21 @@ class Settings(BaseSettings):
         "pick_first",
         description="gRPC load balancing over the upstream's addresses: pick_first (one) or round_robin (all)",
     )
-    default_model: str = Field("demo", min_length=1)
+    default_model: str | None = Field(
+        None,
+        min_length=1,
+        description="model of requests that name none; unset = the only served model (several: name one)",
+    )
+    served_models: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated models the upstream is configured to serve (for /readyz and the default "
+        "model); empty = from --repository, else --default-model",
+    )
+    repository: Path | None = Field(
+        None,
+        description="model repository the upstream loads (its models.config, else its model folders) naming the "
+        "served models; tlserve serve sets it for the embedded model server",
+    )
     http_host: str = "0.0.0.0"  # a container gateway listens on every interface
     http_port: int = Field(8000, ge=0, le=65535, description="0 picks a free port")
     grpc_port: int = Field(8500, ge=0, le=65535, description="0 picks a free port")
@@ -71,7 +86,7 @@ class Settings(BaseSettings):
     def _check_upstream(cls, value: str) -> str:
         return check_upstream_target(value)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "served_models", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
         if isinstance(value, str):

@@ -112,6 +112,11 @@ def test_gateway_from_fresh_venv_is_alive_but_not_ready_without_upstream(gateway
         assert readyz.status_code == 503
         metrics = httpx.get(f"{url}/metrics", timeout=30)
         assert metrics.status_code == 200
+        # The page (package data service/gateway/http/static) and Swagger UI's assets are in the installed package.
+        page = httpx.get(f"{url}/", timeout=30)
+        assert page.status_code == 200
+        assert "Try a prediction" in page.text
+        assert httpx.get(f"{url}/docs/assets/swagger-ui-bundle.js", timeout=30).status_code == 200
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", metrics.text, flags=re.MULTILINE):
         exported.add(name + "_total" if kind == "counter" and not name.endswith("_total") else name)

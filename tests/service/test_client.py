@@ -146,3 +146,90 @@ def test_http_client_reports_a_foreign_answer_as_server_error():
         pytest.raises(client.ServerError, match="did not answer like a tlserve gateway"),
     ):
         http.predict(b"x")
+
+
+def test_http_client_sends_the_api_key_header():
+    seen = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen["key"] = request.headers.get("x-api-key")
+        return json_answer(request)
+
+    with client.HttpClient("http://gw", model="demo", api_key="s3cret", transport=httpx.MockTransport(answer)) as http:
+        http.predict(b"png bytes", filename="cat.png", top_k=2)
+    assert seen["key"] == "s3cret"
+
+
+@pytest.mark.parametrize("top_k", [0, 6, 9, True])
+def test_both_clients_refuse_a_top_k_outside_the_one_rule(top_k):
+    # Issue 9.7: `--top-k 9` was a 422 over HTTP but silently 3 over gRPC.
+    unused = httpx.MockTransport(lambda request: pytest.fail("no request for a bad top_k"))
+    message = f"top_k must be an integer from 1 to 5, not {top_k!r}"
+    with client.HttpClient("http://gw", transport=unused) as http, pytest.raises(ValueError, match=re.escape(message)):
+        http.predict(b"x", top_k=top_k)
+    with client.GrpcClient("127.0.0.1:1") as grpc_client, pytest.raises(ValueError, match=re.escape(message)):
+        grpc_client.predict(b"x", top_k=top_k)
+
+
+@pytest.mark.parametrize("argv", [["--top-k", "9"], ["--top-k", "0"], ["--top-k", "true"]])
+def test_predict_cli_refuses_top_k_outside_the_rule_for_http_and_grpc(argv, capsys):
+    from tlserve.cli import main
+
+    for transport in ([], ["--grpc", "127.0.0.1:1"]):
+        with pytest.raises(SystemExit) as caught:
+            main(["predict", "x.png", *transport, *argv])
+        assert caught.value.code == 2
+        assert "top_k must be an integer from 1 to 5" in capsys.readouterr().err
+
+
+def test_predict_cli_api_key_from_flag_or_env(monkeypatch):
+    from tlserve.cli import build_parser
+
+    monkeypatch.setenv("TLSERVE_API_KEY", "from-env")
+    assert build_parser().parse_args(["predict", "x.png"]).api_key == "from-env"
+    assert build_parser().parse_args(["predict", "x.png", "--api-key", "flag"]).api_key == "flag"
+
+
+def test_predict_cli_api_key_reaches_a_gateway_that_requires_one_over_http_and_grpc(tmp_path, capsys):
+    # docs/deploy.md: TLSERVE_API_KEYS on the gateway, then `tlserve predict` — which ended in HTTP 401.
+    import asyncio
+    import threading
+
+    from service.gateway.server import serve
+    from tests.conftest import random_images
+    from tests.service.gateway.conftest import make_settings
+    from tests.service.gateway.fakes import FakeModelServer
+    from tlserve.cli import main
+
+    image = tmp_path / "a.png"
+    image.write_bytes(random_images(1)[0])
+    ready, stop_holder = threading.Event(), {}
+
+    def run() -> None:
+        async def main_loop() -> None:
+            stop_holder["stop"], stop_holder["loop"] = asyncio.Event(), asyncio.get_running_loop()
+            settings = make_settings(http_host="127.0.0.1", api_keys="s3cret")
+
+            def on_ready(ports) -> None:
+                stop_holder["ports"] = ports
+                ready.set()
+
+            await serve(settings, stop=stop_holder["stop"], on_ready=on_ready, backend=FakeModelServer())
+
+        asyncio.run(main_loop())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    ports = stop_holder["ports"]
+    try:
+        http = ["--url", f"http://127.0.0.1:{ports.http_port}"]
+        grpc = ["--grpc", f"127.0.0.1:{ports.grpc_port}"]
+        for where, refusal in ((http, "HTTP 401"), (grpc, "UNAUTHENTICATED")):
+            assert main(["predict", str(image), *where]) == 2
+            assert refusal in capsys.readouterr().err
+            assert main(["predict", str(image), *where, "--api-key", "s3cret"]) == 0, capsys.readouterr().err
+            assert "(demo v2)" in capsys.readouterr().out
+    finally:
+        stop_holder["loop"].call_soon_threadsafe(stop_holder["stop"].set)
+        thread.join(30)

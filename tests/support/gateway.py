@@ -116,6 +116,11 @@ def start_serve(
         args += ["--model-server-port", str(model_server_port)]
     else:
         args += ["--upstream", upstream]
+        # The gateway cannot list an upstream's models: name them (the repository it loads, else the tests' model).
+        if models_dir is not None:
+            args += ["--repository", str(models_dir)]
+        elif "--default-model" not in extra_args and "TLSERVE_DEFAULT_MODEL" not in (env or {}):
+            args += ["--default-model", "demo"]
     args += list(extra_args)
     if log_path is None:
         log_path = Path(tempfile.mkstemp(prefix="tlserve-serve-", suffix=".log")[1])

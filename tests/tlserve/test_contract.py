@@ -26,3 +26,9 @@ def test_labels_follow_tf_servings_pattern() -> None:
     assert contract.LABEL_PATTERN.match("stable_2")
     assert not contract.LABEL_PATTERN.match("canary-1")
     assert not contract.LABEL_PATTERN.match("")
+
+
+def test_one_top_k_rule_refuses_booleans_strings_and_out_of_range() -> None:
+    assert [contract.top_k_problem(value) for value in (1, 3, 5)] == [None, None, None]
+    for value in (True, False, "3", 0, 6, 9, 2.5, None):
+        assert contract.top_k_problem(value) == f"top_k must be an integer from 1 to 5, not {value!r}"

@@ -5,7 +5,9 @@ The HTTP (`http.app`) and gRPC (`grpc.app`) adapters both call one `GatewayCore`
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import io
 import logging
 import random
 import time
@@ -16,7 +18,10 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from service.gateway.core import served_models
 from service.gateway.core.batching import MicroBatcher
+from service.gateway.core.decode_errors import describe_decode_failure, strip_tf_internals
+from service.gateway.core.image_formats import prepare_images, with_file_name
 from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.core.predict_checks import check_predict_request
 from service.gateway.core.routing import LabelRouter
@@ -100,7 +105,13 @@ class GatewayCore:
 
         `names` (e.g. multipart file names) only make error messages clearer.
         """
-        check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
+        settings = self.settings
+        if len(images) <= settings.max_images_per_request:  # check_images refuses more, unconverted
+            images = prepare_images(images, names or [], max_pixels=settings.max_image_pixels)
+        try:
+            check_images(images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels)
+        except GatewayError as error:
+            raise with_file_name(error, names or []) from error.__cause__
 
         async def send(routed: ModelTarget) -> list[_Row]:
             try:
@@ -131,15 +142,17 @@ class GatewayCore:
                     break
                 raise
         if index is None:
-            return error  # every image decodes alone: not a decoding problem, keep the model server's message
+            # Every image decodes alone: not a decoding problem; the model server's words, without TF internals.
+            return BadRequest(strip_tf_internals(error.message))
         name = f" ({names[index]})" if index < len(names) and names[index] else ""
-        return InvalidImage(f"image {index}{name} could not be decoded: {error.message}")
+        reason = describe_decode_failure(error.message, _image_format(images[index]))
+        return InvalidImage(f"image {index}{name} could not be decoded: {reason}")
 
     async def predict(self, request: PredictRequest, timeout_s: float) -> PredictResponse:
         """A TF Serving PredictRequest proxied as is, after the same image checks and limits as /predict."""
         spec = request.model_spec
         if not spec.name:
-            raise BadRequest("model_spec.name is required")
+            spec.name = self.default_model()  # the same default model rule as HTTP /predict
         check_predict_request(
             request, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
         )
@@ -166,16 +179,31 @@ class GatewayCore:
     async def model_metadata(self, request: Any, timeout_s: float) -> Any:
         return await self._upstream(self.backend.get_model_metadata(request, timeout_s))
 
-    async def is_ready(self) -> bool:
-        """True when some version of the default model is AVAILABLE upstream."""
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = self.settings.default_model
-        try:
-            response = await self.model_status(request, min(self.settings.request_timeout_s, 2.0))
-        except Exception as exc:
-            logger.info("not ready: %s", exc)
-            return False
-        return any(status.state == AVAILABLE for status in response.model_version_status)
+    def default_model(self) -> str:
+        """The model of a request that names none (see `served_models`)."""
+        return served_models.default_model(self.settings)
+
+    async def readiness(self) -> dict[str, str]:
+        """Each model the upstream is configured to serve → "AVAILABLE" or why not; empty when none is known."""
+        names = served_models.served_models(self.settings) or ()
+        timeout_s = min(self.settings.request_timeout_s, 2.0)
+
+        async def state(name: str) -> str:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = name
+            try:
+                response = await self.model_status(request, timeout_s)
+            except GatewayError as exc:
+                return exc.public_message
+            except Exception as exc:
+                logger.info("readiness of %s: %s", name, exc)
+                return "no answer from the model server"
+            if any(status.state == AVAILABLE for status in response.model_version_status):
+                return "AVAILABLE"
+            return "no AVAILABLE version"
+
+        states = await asyncio.gather(*(state(name) for name in names))
+        return dict(zip(names, states, strict=True))
 
     def metadata_request(self, target: ModelTarget, signature_name: str = "") -> Any:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -270,6 +298,18 @@ def _upstream_invalid_argument(error: GatewayError) -> bool:
     """The error is the model server's INVALID_ARGUMENT (what a model that cannot decode an image answers)."""
     cause = error.__cause__
     return isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _image_format(image: bytes) -> str | None:
+    """The format an image's header claims (for error messages only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            image_format: str | None = opened.format
+            return image_format
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def _top_k(top: list[LabelScore], top_k: int) -> ImagePrediction:

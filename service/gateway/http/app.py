@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,10 +22,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.gateway.core import served_models
 from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
-from service.gateway.http import predict, tfserving
+from service.gateway.http import docs, page, predict, tfserving
 from service.gateway.http.predict import describe_validation_errors
 from service.gateway.settings import Settings
 from service.gateway.upstream.backend import Backend
@@ -65,6 +67,8 @@ def create_app(
         summary="Image classification over HTTP: /predict and TF Serving's REST API.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # http.docs serves /docs with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.core = core
@@ -72,12 +76,32 @@ def create_app(
     app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http.tfserving
     app.include_router(predict.router)
     app.include_router(tfserving.router)
+    app.include_router(page.router)
     _add_operational_routes(app)
+    docs.add_docs(app)
     _add_error_handlers(app)
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+_JSON_ONLY: dict[int | str, dict[str, Any]] = {}
+TEXT = {"type": "string"}
+READINESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "models": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "each served model → AVAILABLE, or why it is not",
+        },
+        "not_ready": {"type": "array", "items": {"type": "string"}},
+        "reason": {"type": "string"},
+    },
+    "required": ["status", "models", "not_ready"],
+}
 
 
 def core_of(request: Request) -> GatewayCore:
@@ -86,18 +110,53 @@ def core_of(request: Request) -> GatewayCore:
 
 
 def _add_operational_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    @app.get("/healthz", tags=["operations"], summary="The process is alive", responses=_JSON_ONLY)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="The default model is AVAILABLE upstream (else 503)")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Every model the upstream is configured to serve has an AVAILABLE version (else 503)",
+        description="The body maps each served model to `AVAILABLE` or why not; `not_ready` lists the others. "
+        "The served models come from --served-models, else the model repository (--repository; `tlserve serve` "
+        "sets it for the embedded model server), else --default-model.",
+        responses={
+            200: {"description": "ready", "content": {"application/json": {"schema": READINESS_SCHEMA}}},
+            503: {
+                "description": "some served model has no AVAILABLE version, or none is known",
+                "content": {"application/json": {"schema": READINESS_SCHEMA}},
+            },
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
-        ready = await core_of(request).is_ready()
-        return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+        models = await core_of(request).readiness()
+        not_ready = sorted(name for name, state in models.items() if state != "AVAILABLE")
+        body: dict[str, object] = {"status": "ready", "models": models, "not_ready": not_ready}
+        if not models:
+            body |= {"status": "not ready", "reason": readiness_unknown_reason(request.app.state.settings)}
+        elif not_ready:
+            body["status"] = "not ready"
+            body["reason"] = "no AVAILABLE version: " + ", ".join(f"{name} ({models[name]})" for name in not_ready)
+        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics (tlserve_*)")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (tlserve_*)",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
+        },
+    )
     async def metrics(request: Request) -> Response:
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def readiness_unknown_reason(settings: Settings) -> str:
+    if served_models.served_models(settings) is None:
+        return served_models.UNKNOWN_MODELS
+    return "no model is served yet (train one with `tlserve train DATA --name NAME`)"
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -13,6 +13,7 @@ from service.gateway.core.targets import Classification, make_target
 from service.gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.gateway.http.auth import AuthenticatedCore
 from service.gateway.http.tfserving_json import decode_b64, load_json
+from tlserve.contract import MAX_TOP_K, top_k_problem
 
 router = APIRouter(tags=["predict"])
 
@@ -60,7 +61,16 @@ class B64Image(BaseModel):
 
 class PredictJson(BaseModel):
     instances: list[B64Image] = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1, le=5)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description=f"labels per image, 1 to {MAX_TOP_K}")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _one_top_k_rule(cls, value: object) -> object:
+        """`true` is not 1, `"3"` is not 3: the rule of tlserve.contract, as for the query and `tlserve predict`."""
+        problem = None if value is None else top_k_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 ERROR_SCHEMA = {
@@ -121,13 +131,15 @@ async def predict(
     model: Annotated[str | None, Query(description="model name (default: the gateway's default model)")] = None,
     version: Annotated[int | None, Query(ge=1, description="pin a version")] = None,
     label: Annotated[str | None, Query(description="pin a version label, e.g. stable")] = None,
-    top_k: Annotated[int | None, Query(ge=1, le=5, description="labels per image (multipart; JSON may say it)")] = None,
+    top_k: Annotated[
+        int | None, Query(ge=1, le=MAX_TOP_K, description="labels per image (multipart; JSON may say it)")
+    ] = None,
 ) -> PredictAnswer:
     settings = core.settings
     for name, value in (("model", model), ("label", label)):
         if value == "":  # `?model=` must not silently mean the default model
             raise ValidationFailed(f"query parameter {name!r} is empty; give a name or leave the parameter out")
-    target = make_target(settings.default_model if model is None else model, version, label)
+    target = make_target(core.default_model() if model is None else model, version, label)
     images, body_top_k, names = await read_images(request, settings.max_images_per_request)
     result = await core.classify(
         images, target, top_k or body_top_k or settings.default_top_k, settings.request_timeout_s, names

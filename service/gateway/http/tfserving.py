@@ -15,6 +15,7 @@ from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.targets import ModelTarget, make_target
 from service.gateway.errors import BadRequest, ValidationFailed
 from service.gateway.http.auth import AuthenticatedCore
+from service.gateway.http.docs import REST_PREDICT_DESCRIPTION, REST_PREDICT_OK
 from service.gateway.http.tfserving_json import (
     InputTypes,
     build_predict_request,
@@ -136,7 +137,8 @@ async def label_metadata(name: Name, label: Label, core: AuthenticatedCore) -> A
 @router.post(
     "/{name}:predict",
     summary="Predict (stable label, else the newest version)",
-    responses=TF_ERRORS,
+    description=REST_PREDICT_DESCRIPTION,
+    responses={**TF_ERRORS, **REST_PREDICT_OK},
     openapi_extra={"requestBody": PREDICT_BODY},
 )
 async def predict(request: Request, name: Name, core: AuthenticatedCore) -> Any:
@@ -146,7 +148,8 @@ async def predict(request: Request, name: Name, core: AuthenticatedCore) -> Any:
 @router.post(
     "/{name}/versions/{version}:predict",
     summary="Predict with one version",
-    responses=TF_ERRORS,
+    description=REST_PREDICT_DESCRIPTION,
+    responses={**TF_ERRORS, **REST_PREDICT_OK},
     openapi_extra={"requestBody": PREDICT_BODY},
 )
 async def version_predict(request: Request, name: Name, version: Version, core: AuthenticatedCore) -> Any:
@@ -156,7 +159,8 @@ async def version_predict(request: Request, name: Name, version: Version, core: 
 @router.post(
     "/{name}/labels/{label}:predict",
     summary="Predict with a labelled version",
-    responses=TF_ERRORS,
+    description=REST_PREDICT_DESCRIPTION,
+    responses={**TF_ERRORS, **REST_PREDICT_OK},
     openapi_extra={"requestBody": PREDICT_BODY},
 )
 async def label_predict(request: Request, name: Name, label: Label, core: AuthenticatedCore) -> Any:

@@ -14,7 +14,7 @@ from service.gateway.core import routing
 from service.gateway.http.app import create_app
 from tests.conftest import random_images
 from tests.service.gateway.conftest import make_settings
-from tests.service.gateway.fakes import FakeModelServer, image_label
+from tests.service.gateway.fakes import FakeModelServer, corrupt_png, image_label
 
 # A batch leaves when full: the wait (and each request's deadline) outlasts any scheduling delay on a loaded machine.
 MERGE_ALL = {"batch_wait_timeout_s": 30.0, "request_timeout_s": 60.0}
@@ -40,10 +40,7 @@ async def post_concurrently(app, bodies: list[bytes]) -> tuple[list[httpx.Respon
     return list(responses), metrics
 
 
-def truncated_png() -> bytes:
-    """A PNG whose header is fine (passes the cheap check) but whose pixel data is cut off."""
-    image = random_images(1, seed=5)[0]
-    return image[: len(image) // 2]
+truncated_png = corrupt_png  # the model cannot decode it; a truncated file is refused before the batch now
 
 
 def test_32_concurrent_callers_form_batches_and_get_their_own_answers():

@@ -78,17 +78,27 @@ def test_grpc_metadata_and_status_are_proxied():
         ([b"not an image"], "demo", grpc.StatusCode.INVALID_ARGUMENT, "image 0"),
         ([b"BM" + b"\0" * 10], "demo", grpc.StatusCode.INVALID_ARGUMENT, "image 0"),
         (None, "nope", grpc.StatusCode.NOT_FOUND, "nope"),
-        (None, "", grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name"),
+        (None, "", grpc.StatusCode.INVALID_ARGUMENT, "several models are served (a, b)"),
     ],
 )
 def test_grpc_bad_requests_get_their_status_code(images, model, code, message):
     async def scenario():
-        async with fake_and_gateway() as (_, channel, _fake, _servicer):
+        async with fake_and_gateway(default_model=None, served_models="a,b") as (_, channel, _fake, _servicer):
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Predict(tf_serving_request(images or random_images(1), model), timeout=10)
             assert caught.value.code() == code
             assert message in caught.value.details()
+
+    asyncio.run(scenario())
+
+
+def test_grpc_request_without_a_model_name_gets_the_default_model_like_http():
+    async def scenario():
+        async with fake_and_gateway(default_model=None, served_models="demo") as (_, channel, _fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = await stub.Predict(tf_serving_request(random_images(1), ""), timeout=10)
+            assert response.model_spec.name == "demo"
 
     asyncio.run(scenario())
 

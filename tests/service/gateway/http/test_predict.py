@@ -76,7 +76,10 @@ def test_predict_returns_400_when_both_version_and_label_given(client):
 def test_predict_returns_400_invalid_image_for_undecodable_bytes(client):
     response = client.post("/predict", files=multipart(random_images(1)[0], b"this is not an image"))
     assert response.status_code == 400
-    assert response.json()["error"] == {"code": "invalid_image", "message": "image 1 is not a recognisable image file"}
+    assert response.json()["error"] == {
+        "code": "invalid_image",
+        "message": "image 1 (1.png) is not a recognisable image file",  # the multipart file name, when known
+    }
 
 
 def test_predict_returns_400_invalid_image_for_empty_file(client):
@@ -86,11 +89,12 @@ def test_predict_returns_400_invalid_image_for_empty_file(client):
 
 
 def test_predict_returns_415_for_unsupported_image_format(client):
+    # A format training does not read either (TIFF, which training converts, is served: test_image_formats).
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "TIFF")
+    Image.new("RGB", (8, 8)).save(buffer, "PPM")
     response = client.post("/predict", files=multipart(buffer.getvalue()))
     assert response.status_code == 415
-    assert "TIFF" in response.json()["error"]["message"]
+    assert "PPM" in response.json()["error"]["message"]
 
 
 def test_predict_returns_415_for_unsupported_content_type(client):
@@ -187,3 +191,18 @@ def test_predict_returns_413_when_a_streamed_body_without_length_grows_too_large
     response = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert "1000" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("top_k", [True, False, "3", 0, 6, 2.5])
+def test_json_top_k_follows_the_one_rule(client, top_k):
+    # Issue 9.7: `"top_k": true` was taken as 1.
+    response = client.post("/predict", json={"instances": [{"b64": b64(random_images(1)[0])}], "top_k": top_k})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert "top_k must be an integer from 1 to 5" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("top_k", ["true", "0", "6"])
+def test_query_top_k_follows_the_one_rule(client, top_k):
+    response = client.post(f"/predict?top_k={top_k}", files=multipart(random_images(1)[0]))
+    assert response.status_code == 422
