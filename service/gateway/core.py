@@ -29,6 +29,7 @@ from service.gateway.backend import Backend, PredictRequest, PredictResponse
 from service.gateway.batching import MicroBatcher
 from service.gateway.metrics import GatewayMetrics
 from service.gateway.predict_checks import check_predict_request
+from service.gateway.request_limits import check_model_spec, check_predict_names, check_request_pixels
 from service.gateway.routing import LabelRouter
 from service.gateway.settings import Settings
 from service.gateway.targets import Classification, ImagePrediction, LabelScore, ModelTarget
@@ -100,7 +101,10 @@ class GatewayCore:
 
         `names` (e.g. multipart file names) only make error messages clearer.
         """
-        check_images(images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels)
+        headers = check_images(
+            images, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
+        )
+        check_request_pixels((header.decoded_pixels for header in headers), self.settings.max_request_pixels)
 
         async def send(routed: ModelTarget) -> list[_Row]:
             try:
@@ -140,8 +144,12 @@ class GatewayCore:
         spec = request.model_spec
         if not spec.name:
             raise BadRequest("model_spec.name is required")
+        check_predict_names(request)
         check_predict_request(
-            request, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
+            request,
+            max_images=self.settings.max_images_per_request,
+            max_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
         )
         choice = spec.WhichOneof("version_choice")
         target = ModelTarget(
@@ -161,9 +169,11 @@ class GatewayCore:
         return await self._first_answer(self.routes(target), send)
 
     async def model_status(self, request: Any, timeout_s: float) -> Any:
+        check_model_spec(request.model_spec)
         return await self._upstream(self.backend.get_model_status(request, timeout_s))
 
     async def model_metadata(self, request: Any, timeout_s: float) -> Any:
+        check_model_spec(request.model_spec)
         return await self._upstream(self.backend.get_model_metadata(request, timeout_s))
 
     async def is_ready(self) -> bool:

@@ -10,6 +10,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.gateway.body_limits import read_json_body
 from service.gateway.http_auth import AuthenticatedCore
 from service.gateway.targets import Classification, make_target
 from service.gateway.tfserving_json import decode_b64, load_json
@@ -142,7 +143,7 @@ async def read_images(request: Request, max_images: int) -> tuple[list[bytes], i
         images, names = await _read_multipart(request, max_images)
         return images, None, names
     if media_type == "application/json":
-        images, body_top_k = _read_json(await request.body(), max_images)
+        images, body_top_k = _read_json(await read_json_body(request, max_images), max_images)
         return images, body_top_k, []
     raise UnsupportedMediaType(f"content type {media_type or '(none)'!r}; send multipart/form-data or application/json")
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.gateway.request_limits import DEFAULT_MAX_REQUEST_PIXELS
 from service.gateway.upstream_target import check_upstream_target
 from tlserve.contract import MAX_IMAGE_PIXELS
 
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * MIB, gt=0)
     max_images_per_request: int = Field(64, gt=0)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, gt=0, description="per image; more is a decompression bomb (413)")
+    max_request_pixels: int = Field(
+        DEFAULT_MAX_REQUEST_PIXELS, gt=0, description="decoded pixels per request (sum over images, from headers; 413)"
+    )
     default_top_k: int = Field(3, gt=0, le=5)
 
     batching_enabled: bool = True
