@@ -26,6 +26,7 @@ from service.gateway import http_predict, http_tfserving
 from service.gateway.backend import Backend, GrpcBackend
 from service.gateway.core import GatewayCore
 from service.gateway.http_predict import describe_validation_errors
+from service.gateway.http_protocol import DrainingMiddleware
 from service.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.settings import Settings
 
@@ -67,6 +68,8 @@ def create_app(settings: Settings, backend: Backend | None = None, *, rng: rando
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.state.draining = asyncio.Event()  # set by the server when it stops: answers then say Connection: close
+    app.add_middleware(DrainingMiddleware, draining=app.state.draining)
     return app
 
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     upstream_retry_backoff_s: float = Field(0.05, gt=0)
     upstream_max_message_bytes: int = Field(256 * MIB, gt=0)
     shutdown_grace_s: float = Field(10.0, gt=0)
+    shutdown_drain_s: float = Field(
+        1.0, ge=0, description="on stop, keep answering this long with Connection: close before closing the listener"
+    )
 
     max_body_bytes: int = Field(32 * MIB, gt=0)
     max_images_per_request: int = Field(64, gt=0)

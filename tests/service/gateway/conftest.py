@@ -14,7 +14,13 @@ from tests.service.gateway.fakes import FakeModelServer
 
 
 def make_settings(**overrides) -> Settings:
-    defaults = {"upstream": "127.0.0.1:1", "batch_wait_timeout_s": 0.001, "http_port": 0, "grpc_port": 0}
+    defaults = {
+        "upstream": "127.0.0.1:1",
+        "batch_wait_timeout_s": 0.001,
+        "http_port": 0,
+        "grpc_port": 0,
+        "shutdown_drain_s": 0,
+    }
     return Settings(**(defaults | overrides))
 
 
