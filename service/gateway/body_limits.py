@@ -43,51 +43,51 @@ class RowCounter:
         if self.gave_up or not chunk:
             return
         data = np.frombuffer(chunk, dtype=np.uint8)
-        inside = self._inside_strings(data)
-        if inside is None:
+        quotes = self._unescaped_quotes(data)
+        if quotes is None:
             self.gave_up = True
             return
-        opens = np.isin(data, _OPEN) & ~inside
-        closes = np.isin(data, _CLOSE) & ~inside
-        delta = opens.astype(np.int64) - closes.astype(np.int64)
+        folded = data | 0x20  # maps "[" onto "{" and "]" onto "}" (and nothing else onto either)
+        brackets = np.flatnonzero((folded == _OPEN[1]) | (folded == _CLOSE[1]))
+        # A bracket is inside a string when an odd number of unescaped quotes precede it (plus the carried state).
+        outside = (np.searchsorted(quotes, brackets) + int(self.in_string)) % 2 == 0
+        self.in_string = bool((len(quotes) + int(self.in_string)) % 2)
+        brackets = brackets[outside]
+        kinds = data[brackets]
+        opens = (kinds == _OPEN[0]) | (kinds == _OPEN[1])
+        delta = np.where(opens, 1, -1)
         after = self.depth + np.cumsum(delta)
         before = after - delta
-        events = np.flatnonzero((opens & (before <= 3)) | (closes & (after <= 3)))
-        for position in events.tolist():
-            self._event(chr(data[position]), int(before[position]), int(after[position]))
+        events = np.flatnonzero((opens & (before <= 3)) | (~opens & (after <= 3)))
+        for index in events.tolist():
+            self._event(chr(kinds[index]), int(before[index]), int(after[index]))
         if len(after):
             self.depth = int(after[-1])
         if self.depth < 0:
             self.gave_up = True  # not JSON; the parser will say so
 
-    def _inside_strings(self, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
-        """Per byte: inside a JSON string? None when the chunk has too many escapes to walk cheaply."""
-        quotes = data == _QUOTE
+    def _unescaped_quotes(self, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
+        """Positions of the quotes that open or close strings; None when the chunk has too many escapes to walk."""
+        quotes = np.flatnonzero(data == _QUOTE)
         backslashes = np.flatnonzero(data == _BACKSLASH)
-        if len(backslashes) or self.escaped:
-            if len(backslashes) > _MAX_ESCAPES_PER_CHUNK:
-                return None
-            quotes = self._unescaped_quotes(data, quotes)
-        toggles = np.cumsum(quotes)
-        inside: np.ndarray[Any, Any] = (toggles + int(self.in_string)) % 2 == 1
-        if len(toggles):
-            self.in_string = bool((int(toggles[-1]) + int(self.in_string)) % 2)
-        return inside
-
-    def _unescaped_quotes(self, data: np.ndarray[Any, Any], quotes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Walk quotes and backslashes in order: a backslash inside a string escapes the next byte."""
-        quotes = quotes.copy()
+        if not len(backslashes) and not self.escaped:
+            return quotes
+        if len(backslashes) > _MAX_ESCAPES_PER_CHUNK:
+            return None
+        # Walk quotes and backslashes in order: a backslash inside a string escapes the next byte.
+        kept = []
         in_string = self.in_string
         escaped_at = 0 if self.escaped else -1  # the position of the byte a backslash escapes
-        for position in np.flatnonzero(quotes | (data == _BACKSLASH)).tolist():
+        for position in np.union1d(quotes, backslashes).tolist():
             if position == escaped_at:
-                quotes[position] = False
-            elif data[position] == _BACKSLASH:
+                continue
+            if data[position] == _BACKSLASH:
                 escaped_at = position + 1 if in_string else -1
             else:
+                kept.append(position)
                 in_string = not in_string
         self.escaped = escaped_at == len(data)
-        return quotes
+        return np.asarray(kept, dtype=np.int64)
 
     def _event(self, char: str, before: int, after: int) -> None:
         if char in "]}":
