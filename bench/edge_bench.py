@@ -88,6 +88,27 @@ def amplification(
     }
 
 
+def via_gateway(http_url: str, model_server_pid: int) -> dict[str, Any]:
+    """The attack as `/predict` multipart through the gateway: status, seconds, model-server peak-RSS growth."""
+    import httpx
+
+    png = compressible_png(6000)
+    files = [("files", (f"{index}.png", png, "image/png")) for index in range(32)]
+    before = memory_kib(model_server_pid)
+    with httpx.Client(base_url=http_url, timeout=60) as client:
+        started = time.perf_counter()
+        response = client.post("/predict", files=files)
+        seconds = time.perf_counter() - started
+    after = memory_kib(model_server_pid)
+    return {
+        "request_mb": 32 * len(png) / 1e6,
+        "status": f"{response.status_code}: {response.text[:110]}",
+        "seconds": seconds,
+        "rss_before_mb": before["VmRSS"] / 1024,
+        "peak_growth_mb": (after["VmHWM"] - before["VmRSS"]) / 1024,
+    }
+
+
 def pixel_body(rows: int, side: int) -> bytes:
     row = np.full((side, side, 3), 128, np.uint8).tolist()
     return json.dumps({"signature_name": "predict_pixels", "instances": [row] * rows}, separators=(",", ":")).encode()
@@ -151,6 +172,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         env = {"TLSERVE_DEFAULT_MODEL": args.model, "TLSERVE_DEFAULT_LABEL": ""}
         with running_serve(upstream=server.target, env=env, log_path=workdir / "gateway.log") as gateway:
+            print("amplification through the gateway ...", file=sys.stderr)
+            assert server.process is not None
+            results["amplification_via_gateway"] = via_gateway(gateway.http_url, server.process.pid)
             print("32 MB over-rows body ...", file=sys.stderr)
             over = pixel_body(90, 160)
             results["over_rows"] = asyncio.run(body_while_probing(gateway.http_url, args.model, over))
@@ -167,7 +191,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| measure | status | seconds | other |",
         "|---|---|---|---|",
     ]
-    for key in ("amplification_budget_off", "amplification_default"):
+    for key in ("amplification_budget_off", "amplification_default", "amplification_via_gateway"):
         item = results[key]
         lines.append(
             f"| {key} ({item['request_mb']:.1f} MB request) | {item['status']} | {item['seconds']:.2f} | "

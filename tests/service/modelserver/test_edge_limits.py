@@ -121,3 +121,12 @@ def test_one_line_keeps_the_reason_and_drops_tensorflow_graph_text():
         "Input is empty.\n\t [[{{node DecodePng}}]] [Op:__inference_signature_wrapper_4242]"
     )
     assert one_line(message) == "Input is empty."
+
+
+def test_a_20000_character_model_name_is_not_found_with_a_short_message(stub):
+    error = rpc_error(stub, predict_request(random_images(1), model="m" * 20_000))
+    # Echoed in full, the name broke gRPC's 16 KiB trailer limit and the client saw RESOURCE_EXHAUSTED.
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details().startswith("Servable not found for request: Latest(mmm")
+    assert error.details().endswith("... (20040 characters, cut)")
+    assert len(error.details()) < 1100
