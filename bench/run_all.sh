@@ -12,3 +12,6 @@ python bench/train_bench.py --images-per-class 200 --image-size 64 --epochs 5 --
 
 echo "== serving: gateway overhead, batching gain, efficiency, bytes on the wire"
 python bench/serve_bench.py --image-size 64 --out "$BENCH_OUT/serve.json"
+
+echo "== edges: memory-amplification request, 32 MB over-rows body vs /healthz"
+python bench/edge_bench.py --out "$BENCH_OUT/edge.json"

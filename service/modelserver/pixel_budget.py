@@ -19,7 +19,7 @@ from service.modelserver.errors import InvalidArgument, ResourceExhausted
 from tlserve.contract import INPUT_BYTES, INPUT_PIXELS, SUPPORTED_FORMATS
 
 # 64 Mpx: 64 one-megapixel photos (the gateway's images-per-request limit) or five 12 Mpx phone photos per request.
-# Measured (bench/edge_bench.py, docs/BENCHMARKS.md) the serving graph peaks at ~3 bytes of RSS per decoded pixel.
+# Measured (bench/edge_bench.py, docs/BENCHMARKS.md): ~1-2 bytes of peak RSS per decoded pixel, so <= ~130 MB.
 DEFAULT_MAX_REQUEST_PIXELS = 64_000_000
 DEFAULT_MAX_INFLIGHT_PIXELS = 4 * DEFAULT_MAX_REQUEST_PIXELS
 _SUPPORTED = f"one of {', '.join(sorted(SUPPORTED_FORMATS))} is"
