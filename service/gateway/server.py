@@ -22,6 +22,7 @@ from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.grpc.app import start_grpc_server
 from service.gateway.http.app import create_app
+from service.gateway.http.protocol import JsonErrorH11Protocol
 from service.gateway.settings import Settings
 from service.gateway.supervisor import FailFastBackend, ModelServerState
 from service.gateway.upstream.backend import Backend, GrpcBackend
@@ -84,6 +85,7 @@ async def serve(
         port=settings.http_port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        http=JsonErrorH11Protocol,
     )
     http = _HttpServer(config)
     http_task = asyncio.create_task(http.serve())
@@ -103,6 +105,7 @@ async def serve(
         await _wait_for_stop(stop, http_task)
     finally:
         logger.info("gateway stopping: finishing in-flight requests (up to %.0fs)", settings.shutdown_grace_s)
+        await _drain(app.state.draining, http_task, settings.shutdown_drain_s)
         # Both servers stop accepting at once; the upstream channel closes only after both have drained.
         http.should_exit = True
         await asyncio.gather(grpc_gateway.stop(settings.shutdown_grace_s), http_task, return_exceptions=True)
@@ -122,6 +125,14 @@ async def _wait_started(http: uvicorn.Server, http_task: asyncio.Task[None]) -> 
             await http_task  # re-raises the startup failure, if any
             raise OSError(f"HTTP server did not start (port {http.config.port} in use?)")
         await asyncio.sleep(0.01)
+
+
+async def _drain(draining: asyncio.Event, http_task: asyncio.Task[None], drain_s: float) -> None:
+    """Keep answering for `drain_s`, every answer with `Connection: close`, so that keep-alive clients learn to
+    reconnect (to another replica) instead of having their next request reset when the listener closes."""
+    draining.set()
+    if drain_s > 0 and not http_task.done():
+        await asyncio.wait({http_task}, timeout=drain_s)
 
 
 async def _wait_for_stop(stop: asyncio.Event, http_task: asyncio.Task[None]) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.gateway.core.request_limits import DEFAULT_MAX_REQUEST_PIXELS
 from service.gateway.upstream.target import check_upstream_target
 from tlserve.contract import MAX_IMAGE_PIXELS
 
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
     upstream_retry_backoff_s: float = Field(0.05, gt=0)
     upstream_max_message_bytes: int = Field(256 * MIB, gt=0)
     shutdown_grace_s: float = Field(10.0, gt=0)
+    shutdown_drain_s: float = Field(
+        1.0, ge=0, description="on stop, keep answering this long with Connection: close before closing the listener"
+    )
 
     # Supervision of the embedded model server (`tlserve serve` without --upstream); see service.gateway.supervisor.
     model_server_max_restarts: int = Field(
@@ -65,6 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * MIB, gt=0)
     max_images_per_request: int = Field(64, gt=0)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, gt=0, description="per image; more is a decompression bomb (413)")
+    max_request_pixels: int = Field(
+        DEFAULT_MAX_REQUEST_PIXELS, gt=0, description="decoded pixels per request (sum over images, from headers; 413)"
+    )
     default_top_k: int = Field(3, gt=0, le=5)
 
     batching_enabled: bool = True

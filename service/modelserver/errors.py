@@ -80,6 +80,18 @@ def from_tf_error(exc: Any) -> ServingError:
     return error_class(message)
 
 
+# gRPC sends the status message as a trailer, and clients drop trailers over 16 KiB (then report RESOURCE_EXHAUSTED
+# "metadata size exceeds hard limit"): a message echoing a 20,000-character model name must be cut short.
+MAX_STATUS_MESSAGE_CHARS = 1000
+
+
+def bounded_message(message: str) -> str:
+    """A status message short enough for a gRPC trailer, saying that it was cut."""
+    if len(message) <= MAX_STATUS_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_STATUS_MESSAGE_CHARS]}... ({len(message)} characters, cut)"
+
+
 def status_proto_fields(error: ServingError | None) -> tuple[int, str]:
     """(error_code, error_message) for TF Serving's StatusProto (0, "" when OK)."""
     if error is None:

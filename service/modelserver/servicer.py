@@ -23,7 +23,13 @@ from tensorflow_serving.apis import (
 )
 
 from service.modelserver.core import ServingCore
-from service.modelserver.errors import Cancelled, InvalidArgument, ServingError, status_proto_fields
+from service.modelserver.errors import (
+    Cancelled,
+    InvalidArgument,
+    ServingError,
+    bounded_message,
+    status_proto_fields,
+)
 from service.modelserver.manager import VersionStatus
 
 logger = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ def abort_on_error(api: str) -> Callable[[Handler], Handler]:
                 return handler(self, request, context)
             except ServingError as exc:
                 status = exc.grpc_status.name
-                context.abort(exc.grpc_status, exc.message)
+                context.abort(exc.grpc_status, bounded_message(exc.message))
             except Exception:
                 status = "INTERNAL"
                 logger.exception("%s failed", api)

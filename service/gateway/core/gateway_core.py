@@ -24,6 +24,7 @@ from service.gateway.core.decode_errors import describe_decode_failure, strip_tf
 from service.gateway.core.image_formats import prepare_images, with_file_name
 from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.core.predict_checks import check_predict_request
+from service.gateway.core.request_limits import check_model_spec, check_predict_names, check_request_pixels
 from service.gateway.core.routing import LabelRouter
 from service.gateway.core.targets import Classification, ImagePrediction, LabelScore, ModelTarget
 from service.gateway.core.tensors import string_tensor, to_array
@@ -109,7 +110,10 @@ class GatewayCore:
         if len(images) <= settings.max_images_per_request:  # check_images refuses more, unconverted
             images = prepare_images(images, names or [], max_pixels=settings.max_image_pixels)
         try:
-            check_images(images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels)
+            headers = check_images(
+                images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels
+            )
+            check_request_pixels((header.decoded_pixels for header in headers), settings.max_request_pixels)
         except GatewayError as error:
             raise with_file_name(error, names or []) from error.__cause__
 
@@ -153,8 +157,12 @@ class GatewayCore:
         spec = request.model_spec
         if not spec.name:
             spec.name = self.default_model()  # the same default model rule as HTTP /predict
+        check_predict_names(request)
         check_predict_request(
-            request, max_images=self.settings.max_images_per_request, max_pixels=self.settings.max_image_pixels
+            request,
+            max_images=self.settings.max_images_per_request,
+            max_pixels=self.settings.max_image_pixels,
+            max_request_pixels=self.settings.max_request_pixels,
         )
         choice = spec.WhichOneof("version_choice")
         target = ModelTarget(
@@ -174,9 +182,11 @@ class GatewayCore:
         return await self._first_answer(self.routes(target), send)
 
     async def model_status(self, request: Any, timeout_s: float) -> Any:
+        check_model_spec(request.model_spec)
         return await self._upstream(self.backend.get_model_status(request, timeout_s))
 
     async def model_metadata(self, request: Any, timeout_s: float) -> Any:
+        check_model_spec(request.model_spec)
         return await self._upstream(self.backend.get_model_metadata(request, timeout_s))
 
     def default_model(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.gateway.core.request_limits import check_label, check_model_name
 from service.gateway.errors import BadRequest, NotFound
 from tlserve.contract import LABEL_PATTERN, MODEL_NAME_PATTERN
 
@@ -54,6 +55,9 @@ class Classification:
 
 def make_target(name: str, version: int | None = None, label: str | None = None) -> ModelTarget:
     """Check what the client named; never guess a substitute for something that does not exist."""
+    check_model_name(name)
+    if label is not None:
+        check_label(label)
     if not MODEL_NAME_PATTERN.match(name):
         raise NotFound(f"model name {name!r} is not valid")
     if version is not None and label is not None:

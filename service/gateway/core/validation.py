@@ -25,6 +25,11 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    frames: int = 1  # an animation decodes every frame
+
+    @property
+    def decoded_pixels(self) -> int:
+        return self.width * self.height * self.frames
 
 
 def check_image(data: ImageBytes, *, max_pixels: int, index: int = 0) -> ImageHeader:
@@ -37,7 +42,8 @@ def check_image(data: ImageBytes, *, max_pixels: int, index: int = 0) -> ImageHe
         # PIL warns (and, past 2x its own limit, raises) on huge images; our own limit below decides.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as image:
-            header = ImageHeader(format=image.format or "", width=image.width, height=image.height)
+            frames = max(int(getattr(image, "n_frames", 1)), 1)
+            header = ImageHeader(format=image.format or "", width=image.width, height=image.height, frames=frames)
     if header.format not in SUPPORTED_FORMATS:
         supported = ", ".join(sorted(SUPPORTED_FORMATS))
         raise UnsupportedMediaType(f"image {index} is {header.format or 'of unknown format'}; supported: {supported}")

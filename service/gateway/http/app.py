@@ -28,6 +28,7 @@ from service.gateway.core.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
 from service.gateway.http import docs, page, predict, tfserving
 from service.gateway.http.predict import describe_validation_errors
+from service.gateway.http.protocol import DrainingMiddleware
 from service.gateway.settings import Settings
 from service.gateway.upstream.backend import Backend
 
@@ -83,6 +84,8 @@ def create_app(
     app.add_middleware(CancelOnDisconnectMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.state.draining = asyncio.Event()  # set by the server when it stops: answers then say Connection: close
+    app.add_middleware(DrainingMiddleware, draining=app.state.draining)
     return app
 
 

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.gateway.core.targets import Classification, make_target
 from service.gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from service.gateway.http.auth import AuthenticatedCore
+from service.gateway.http.body_limits import read_json_body
 from service.gateway.http.tfserving_json import decode_b64, load_json
 from tlserve.contract import MAX_TOP_K, top_k_problem
 
@@ -154,7 +155,7 @@ async def read_images(request: Request, max_images: int) -> tuple[list[bytes], i
         images, names = await _read_multipart(request, max_images)
         return images, None, names
     if media_type == "application/json":
-        images, body_top_k = _read_json(await request.body(), max_images)
+        images, body_top_k = _read_json(await read_json_body(request, max_images), max_images)
         return images, body_top_k, []
     raise UnsupportedMediaType(f"content type {media_type or '(none)'!r}; send multipart/form-data or application/json")
 

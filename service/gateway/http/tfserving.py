@@ -5,6 +5,7 @@ Answers are TF Serving's JSON (see tfserving_json), errors its `{"error": "..."}
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.targets import ModelTarget, make_target
 from service.gateway.errors import BadRequest, ValidationFailed
 from service.gateway.http.auth import AuthenticatedCore
+from service.gateway.http.body_limits import check_json_rows, read_json_body
 from service.gateway.http.docs import REST_PREDICT_DESCRIPTION, REST_PREDICT_OK
 from service.gateway.http.tfserving_json import (
     InputTypes,
@@ -78,11 +80,16 @@ async def _metadata(core: GatewayCore, target: ModelTarget) -> JSONResponse:
 
 
 async def _predict(request: Request, core: GatewayCore, target: ModelTarget) -> JSONResponse:
-    payload = load_json(await request.body())
+    max_rows = core.settings.max_images_per_request
+    # Rows are counted while the body streams in; parsing and converting (seconds for 32 MB of pixel values) run
+    # in a worker thread so that other requests on this event loop (HTTP and gRPC alike) keep being answered.
+    body = await read_json_body(request, max_rows)
+    payload = await asyncio.to_thread(load_json, body)
+    check_json_rows(payload, max_rows)
     signature_name = payload.get("signature_name", "") if isinstance(payload, dict) else ""
     input_types = await _input_types(request, core, target, signature_name if isinstance(signature_name, str) else "")
     try:
-        predict_request, row_format = build_predict_request(payload, input_types)
+        predict_request, row_format = await asyncio.to_thread(build_predict_request, payload, input_types)
     except ValidationFailed as exc:
         # TF Serving answers a body it cannot use with 400 INVALID_ARGUMENT; its clients expect no 422 here.
         raise BadRequest(exc.message) from exc

@@ -20,6 +20,7 @@ def make_settings(**overrides) -> Settings:
         "http_port": 0,
         "grpc_port": 0,
         "default_model": "demo",
+        "shutdown_drain_s": 0,
     }
     return Settings(**(defaults | overrides))
 

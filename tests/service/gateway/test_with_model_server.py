@@ -89,10 +89,12 @@ def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(
     assert [response.status_code for response in responses] == [200, 200, 200, 400]
     assert responses[3].json()["error"]["code"] == "invalid_image"
     # Issue 9.6: which image and what is wrong with it, never TensorFlow's graph nodes or op names.
-    assert (
-        responses[3].json()["error"]["message"]
-        == "image 0 (x) could not be decoded: its PNG data is truncated or corrupt"
-    )
+    message = responses[3].json()["error"]["message"]
+    assert message.startswith("image 0 (x) could not be decoded: ")
+    assert "PNG data" in message
+    for internal in ("Graph execution", "node", "[Op:"):
+        assert internal not in message
+    assert "\n" not in message
     # The merged call of 4 failed, then its halves: the good pair answered, the other pair failed and split into
     # one good image and the culprit. Four separate calls would have been 3 OK and 1 INVALID_ARGUMENT.
     assert 'tlserve_upstream_predicts_total{code="INVALID_ARGUMENT",label=""} 3.0' in metrics
