@@ -157,7 +157,9 @@ async def body_while_probing(http_url: str, model: str, body: bytes) -> dict[str
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from serve_bench import export_small_model
 
-    from tests.support.gateway import ModelServerProcess, free_port, running_serve
+    from tests.support.gateway import running_serve
+    from tests.support.modelserver import ModelServerProcess
+    from tlserve.processes import free_port
 
     models_dir = workdir / "models"
     export_small_model(models_dir, args.model, args.image_size)

@@ -34,7 +34,8 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench")]
 import httpx  # noqa: E402
 import serve_bench  # noqa: E402
 
-from tests.support.gateway import LOOPBACK, ModelServerProcess, free_ports  # noqa: E402
+from tests.support.modelserver import ModelServerProcess  # noqa: E402
+from tlserve.processes import LOOPBACK, free_ports  # noqa: E402
 
 MODEL = "demo"
 MEASURES = [
