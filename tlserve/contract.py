@@ -75,3 +75,14 @@ def list_versions(model_dir: Path) -> list[int]:
         if name.isdigit() and str(int(name)) == name and child.is_dir():
             versions.append(int(name))
     return sorted(versions)
+
+
+def unconfigured_model_folders(models_dir: Path) -> list[Path]:
+    """The model folders a repository without models.config serves: visible folders holding at least one version.
+
+    One rule for the promotion tools (what they write into a first models.config) and the gateway (which models
+    it reports and defaults to).
+    """
+    if not models_dir.is_dir():
+        return []
+    return sorted(child for child in models_dir.iterdir() if not child.name.startswith(".") and list_versions(child))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlserve.console import CommandError
-from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions
+from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions, unconfigured_model_folders
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,8 @@ def read_repository_config(models_dir: Path) -> Any:
     if config_file.exists():
         return read_config(config_file)
     config = read_config(config_file)
-    for child in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
-        if not child.name.startswith(".") and list_versions(child):
-            config = put_model(config, ServedModel(name=child.name, base_path=child.name))
+    for folder in unconfigured_model_folders(models_dir):
+        config = put_model(config, ServedModel(name=folder.name, base_path=folder.name))
     return config
 
 
