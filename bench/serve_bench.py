@@ -184,8 +184,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import grpc
     import httpx
 
-    from service.gateway.client import GRPC_OPTIONS, predict_request
-    from tests.support.gateway import ModelServerProcess, free_port, running_serve
+    from service.client import GRPC_OPTIONS, predict_request
+    from tests.support.gateway import running_serve
+    from tests.support.modelserver import ModelServerProcess
+    from tlserve.processes import free_port
 
     models_dir = args.models_dir or workdir / "models"
     if args.models_dir is None:

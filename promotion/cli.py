@@ -1,4 +1,4 @@
-"""`tlserve models list|show`, `tlserve promote`, `tlserve rollback`, `tlserve retrain` (registered by tlserve.cli)."""
+"""`tlserve models list|show|gc`, `promote`, `rollback`, `retrain` (registered by tlserve.cli)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,23 @@ def _register_models(subparsers: argparse._SubParsersAction[Any]) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_list)
     show.set_defaults(handler=_show)
+    gc = commands.add_parser(
+        "gc",
+        help="remove staging directories left by killed exports (never one a running export still writes)",
+        description="Delete every models/<name>/.staging-* directory whose writer is gone (its lock is free), "
+        "and lockless ones (from older tlserve versions) older than --older-than seconds. Each publish does the same "
+        "for its own model.",
+    )
+    add_models_dir(gc)
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="age after which a staging directory without a lock file counts as abandoned (default 3600)",
+    )
+    gc.add_argument("--json", action="store_true", help="machine-readable output")
+    gc.set_defaults(handler=_gc)
 
 
 def _register_promote(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -316,6 +333,23 @@ def _list(args: argparse.Namespace) -> int:
         labels = ", ".join(f"{label}={version}" for label, version in sorted(model["labels"].items())) or "-"
         versions = ", ".join(str(version["version"]) for version in model["versions"]) or "-"
         print(f"{model['name']}: versions {versions}; labels {labels}")
+    return EXIT_OK
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from training.staging import collect_garbage
+
+    if not args.models_dir.is_dir():
+        raise CommandError(f"models directory not found: {args.models_dir}")
+    removed = collect_garbage(args.models_dir, older_than_s=args.older_than)
+    freed = sum(item.size_bytes for item in removed)
+    if args.json:
+        paths = [{"path": str(item.path), "bytes": item.size_bytes} for item in removed]
+        print(json.dumps({"removed": paths, "freed_bytes": freed}, indent=2))
+        return EXIT_OK
+    for item in removed:
+        print(f"removed {item.path} ({item.size_bytes / 1e6:.1f} MB)")
+    print(f"{len(removed)} stale staging entries removed, {freed / 1e6:.1f} MB freed")
     return EXIT_OK
 
 

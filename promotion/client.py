@@ -53,7 +53,8 @@ class ModelServerClient:
 
     def __init__(self, target: str, *, rpc_timeout_s: float = 30.0) -> None:
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+        from tlserve.protocol import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         self.target = target
         self.rpc_timeout_s = rpc_timeout_s
@@ -77,7 +78,7 @@ class ModelServerClient:
 
     def reload(self, config: Any) -> None:
         """HandleReloadConfigRequest; raises ServerError when the server refuses the config."""
-        from tensorflow_serving.apis import model_management_pb2
+        from tlserve.protocol import model_management_pb2
 
         request = model_management_pb2.ReloadConfigRequest(config=config)
         response = self._call(self._models.HandleReloadConfigRequest, request, "reload config")
@@ -87,7 +88,8 @@ class ModelServerClient:
     def version_states(self, name: str) -> dict[int, str]:
         """{version: state name} as GetModelStatus reports them; empty when the server does not know the model."""
         import grpc
-        from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+
+        from tlserve.protocol import get_model_status_pb2, model_pb2
 
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=name))
         try:

@@ -72,8 +72,7 @@ SignatureSpec = dict[str, dict[str, dict[str, tuple[str, tuple[int, ...]]]]]
 
 def read_signatures(version_dir: Path) -> SignatureSpec:
     """{signature: {"inputs"|"outputs": {name: (dtype, shape)}}} straight from saved_model.pb."""
-    from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
+    from tlserve.protocol import saved_model_pb2, types_pb2
 
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tlserve.console import CommandError
-from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, default_served_models, list_versions
+from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions, unconfigured_model_folders
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def resolve_base_path(config_file: Path, base_path: str) -> Path:
 def read_config(config_file: Path) -> Any:
     """The parsed ModelServerConfig; an empty one when the file does not exist yet."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from tlserve.protocol import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
     if not config_file.exists():
@@ -152,8 +153,8 @@ def read_repository_config(models_dir: Path) -> Any:
     if config_file.exists():
         return read_config(config_file)
     config = read_config(config_file)
-    for name in default_served_models(models_dir):
-        config = put_model(config, ServedModel(name=name, base_path=name))
+    for folder in unconfigured_model_folders(models_dir):
+        config = put_model(config, ServedModel(name=folder.name, base_path=folder.name))
     return config
 
 

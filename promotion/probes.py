@@ -24,12 +24,12 @@ def read_warmup_requests(version_dir: Path) -> list[Any]:
     path = version_dir / contract.WARMUP_FILE
     if not path.is_file():
         return []
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
+    from tlserve.protocol import prediction_log_pb2
+    from tlserve.tfrecord import read_records
 
     requests = []
-    for raw in tf.data.TFRecordDataset(str(path)):
-        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+    for raw in read_records(path):
+        log = prediction_log_pb2.PredictionLog.FromString(raw)
         requests.append(log.predict_log.request)
     return requests
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,21 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def without_tlserve_environment() -> Iterator[None]:
+    """No TLSERVE_* variable of the developer's shell reaches the tests or the processes they start.
+
+    Settings read the environment, so an exported TLSERVE_API_KEYS would turn gateway tests into 401s. Session
+    scope, so session and module fixtures (the e2e gateways) are covered too; a test that wants a variable sets it
+    with monkeypatch.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("TLSERVE_")]:
+            patch.delenv(name)
+        yield
+
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 32

@@ -9,6 +9,7 @@ from typing import Any
 
 from training.export import ExportSpec, export_saved_model
 from training.repository import new_staging_dir, publish_version
+from training.staging import discard_staging
 from training.train import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def publish_run(result: TrainResult, models_dir: Path, name: str) -> int:
         return publish_version(staged, model_dir)
     finally:
         if staged.exists():  # export failed: the staging dir was never visible as a version
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
 
 
 def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
@@ -51,7 +52,7 @@ def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
         return publish_version(staged, model_dir)
     finally:
         if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
 
 
 def warmup_images(result: TrainResult) -> list[bytes]:

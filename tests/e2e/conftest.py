@@ -17,7 +17,8 @@ import pytest
 
 from promotion import models_config
 from promotion.models_config import ServedModel
-from tests.support.gateway import LOOPBACK, ServeProcess, free_port, running_serve
+from tests.support.gateway import ServeProcess, running_serve
+from tlserve.processes import LOOPBACK, free_port, stop_process
 
 MODEL_NAME = "demo"
 TF_SERVING_BINARY = "tensorflow_model_server"
@@ -126,8 +127,7 @@ def running_tf_serving(models_dir: Path, name: str = MODEL_NAME) -> Iterator[str
     try:
         yield f"{LOOPBACK}:{port}"
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
 
 
 def predict_version(serving: ServeProcess, image: bytes) -> int:

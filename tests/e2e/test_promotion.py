@@ -25,6 +25,7 @@ from promotion.promote import MoveOptions, move_label
 from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
+from tlserve import processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -66,10 +67,7 @@ def client_loop(url: str, pinned: bool, stop: threading.Event, answers: list[Ans
 
 def wait_until(condition: Callable[[], bool], what: str, log_tail: Callable[[], str]) -> None:
     """Poll `condition` every POLL_S until true; fail after WAIT_TIMEOUT_S with `what` and the serve log."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {WAIT_TIMEOUT_S:.0f}s\n{log_tail()}"
-        time.sleep(POLL_S)
+    processes.wait_until(condition, timeout_s=WAIT_TIMEOUT_S, what=what, interval_s=POLL_S, details=log_tail)
 
 
 def pinned_answers_since(answers: list[Answer], since: float) -> int:

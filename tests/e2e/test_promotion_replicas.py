@@ -29,7 +29,9 @@ from tests.e2e.test_promotion import (
     pinned_answers_since,
     wait_until,
 )
-from tests.support.gateway import LOOPBACK, ModelServerProcess, ServeProcess, free_ports, running_serve
+from tests.support.gateway import ServeProcess, running_serve
+from tests.support.modelserver import ModelServerProcess
+from tlserve.processes import LOOPBACK, free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
