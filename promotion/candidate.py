@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from tlserve.console import CommandError
 
 logger = logging.getLogger(__name__)
 
-# Keys of stable's recorded config that describe the *run*, not the model; the retrain sets its own.
-_RUN_KEYS = {"data", "name", "models_dir", "resume", "json", "weights", "runs_dir"}
+# Stable's weights replace the base's in a warm start, so its recorded `weights` is not reused (a retrain that
+# cannot warm-start, e.g. because classes changed, starts from the default weights or --weights).
+_NOT_INHERITED = {"weights"}
 
 
 @dataclass(frozen=True)
@@ -60,26 +61,28 @@ def retrain_config(
     models_dir: Path,
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> Any:
-    """Stable's recorded config ← `config_file` (TOML) ← `overrides` (flags); data/name/models_dir from the retrain."""
-    from training.config import TrainConfig, build_config, load_toml
+) -> tuple[Any, Any]:
+    """(TrainConfig, RunOptions): stable's recorded hyper-parameters ← `config_file` (TOML) ← `overrides` (flags);
+    data/name/models_dir from the retrain. Versions published before the split also recorded run options in their
+    metadata; only hyper-parameters are read back."""
+    from training.config import HYPERPARAMETERS, RUN_OPTIONS, build_run, load_toml
 
-    known = {item.name for item in fields(TrainConfig)}
-    values = {key: value for key, value in baseline.config.items() if key in known and key not in _RUN_KEYS}
+    inherited = set(HYPERPARAMETERS) - _NOT_INHERITED
+    values = {key: value for key, value in baseline.config.items() if key in inherited}
     if config_file is not None:
         values.update(load_toml(config_file))
-    chosen = {key: value for key, value in (overrides or {}).items() if key in known}
+    chosen = {key: value for key, value in (overrides or {}).items() if key in {*HYPERPARAMETERS, *RUN_OPTIONS}}
     chosen.update(data=str(data), name=name, models_dir=str(models_dir), resume=False)
-    return build_config(values, chosen, source=str(config_file or "stable's config + flags"))
+    return build_run(values, chosen, source=str(config_file or "stable's config + flags"))
 
 
-def warm_train(config: Any, baseline: Baseline) -> tuple[Any, Any, bool]:
+def warm_train(config: Any, run: Any, baseline: Baseline) -> tuple[Any, Any, bool]:
     """training.train.train from stable's weights (same classes only); returns (TrainResult, scan, warm)."""
     from training.train import train
     from training.warmstart import WarmStart
 
     warm_start = None if baseline.version_dir is None else WarmStart(baseline.version_dir, list(baseline.classes))
-    result = train(config, progress=False, warm_start=warm_start)
+    result = train(config, run, progress=False, warm_start=warm_start)
     return result, result.scan, result.warm_started
 
 

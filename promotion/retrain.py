@@ -97,7 +97,7 @@ class RetrainFlow:
         from training.publish import publish_run
 
         baseline = find_baseline(self.models_dir, self.name)
-        config = retrain_config(
+        config, run = retrain_config(
             baseline,
             data=self.options.data,
             name=self.name,
@@ -105,7 +105,7 @@ class RetrainFlow:
             config_file=self.options.config_file,
             overrides=self.options.overrides,
         )
-        result, scan, warm = warm_train(config, baseline)
+        result, scan, warm = warm_train(config, run, baseline)
         self._pin_baseline(baseline)
         candidate = publish_run(result, self.models_dir, self.name)
         start = f"warm start from {baseline.version}" if warm else "trained from the base weights"

@@ -14,7 +14,17 @@ from typing import Any
 
 from tlserve import contract
 from tlserve.console import EXIT_OK, CommandError
-from training.config import CHOICES, HELP, TrainConfig, TrainConfigError, build_config, flag_name, load_toml
+from training.config import (
+    CHOICES,
+    HELP,
+    RUN_OPTIONS,
+    RunOptions,
+    TrainConfig,
+    TrainConfigError,
+    build_run,
+    flag_name,
+    load_toml,
+)
 
 MODELS_DIR_ENV = "TLSERVE_MODELS_DIR"
 
@@ -125,7 +135,7 @@ _TRAIN_DOC = (
 )
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+def train_config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RunOptions]:
     """Defaults ← $TLSERVE_MODELS_DIR ← --config file ← flags."""
     file_values: dict[str, Any] = {}
     if os.environ.get(MODELS_DIR_ENV):
@@ -134,32 +144,32 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if config_path is not None:
         file_values.update(load_toml(config_path))
     file_values.pop("sweep", None)
-    known = set(TrainConfig.__dataclass_fields__)
+    known = {*TrainConfig.__dataclass_fields__, *RUN_OPTIONS}
     overrides = {key: value for key, value in vars(args).items() if key in known}
-    return build_config(file_values, overrides, source=str(config_path or "flags"))
+    return build_run(file_values, overrides, source=str(config_path or "flags"))
 
 
-def _require_name_and_data(config: TrainConfig) -> None:
-    if not config.data:
+def _require_name_and_data(run: RunOptions) -> None:
+    if not run.data:
         raise TrainConfigError("missing the dataset folder (DATA argument or `data` key)")
-    if not config.name:
+    if not run.name:
         raise TrainConfigError("missing --name (or the `name` key)")
-    if not contract.MODEL_NAME_PATTERN.match(config.name):
-        raise TrainConfigError(f"--name {config.name!r}: use letters, digits, '_', '.', '-'")
+    if not contract.MODEL_NAME_PATTERN.match(run.name):
+        raise TrainConfigError(f"--name {run.name!r}: use letters, digits, '_', '.', '-'")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    config = train_config_from_args(args)
-    _require_name_and_data(config)
+    config, run = train_config_from_args(args)
+    _require_name_and_data(run)
     from training.publish import publish_run
     from training.train import train
 
-    result = train(config, progress=not config.json)
-    version = publish_run(result, Path(config.models_dir), config.name)
+    result = train(config, run, progress=not run.json)
+    version = publish_run(result, Path(run.models_dir), run.name)
     summary = {
-        "model": config.name,
+        "model": run.name,
         "version": version,
-        "path": str(Path(config.models_dir) / config.name / str(version)),
+        "path": str(Path(run.models_dir) / run.name / str(version)),
         "run_dir": str(result.run_dir),
         "test_accuracy": result.metrics.get("accuracy"),
         "test_macro_f1": result.metrics.get("macro_f1"),
@@ -168,7 +178,7 @@ def run_train(args: argparse.Namespace) -> int:
         "skipped_files": result.skipped,
         "duration_s": round(result.duration_s, 1),
     }
-    print(json.dumps(summary, indent=2) if config.json else _train_text(summary))
+    print(json.dumps(summary, indent=2) if run.json else _train_text(summary))
     return EXIT_OK
 
 
@@ -229,9 +239,10 @@ _CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (po
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are SUPPRESSed so that only given flags override the file."""
+    """One flag per field of TrainConfig and RunOptions; defaults are SUPPRESSed so that only given flags override
+    the file."""
     parser.add_argument("--config", type=Path, help="TOML file whose keys are these flags' names")
-    for item in fields(TrainConfig):
+    for item in (*fields(TrainConfig), *fields(RunOptions)):
         if item.name in _CLI_ONLY:
             continue
         help_text = f"{HELP.get(item.name, item.name.replace('_', ' '))} (default: {item.default})"

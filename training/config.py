@@ -1,7 +1,13 @@
-"""The training configuration: one frozen dataclass built from defaults, a TOML file and flags (in that order).
+"""The training configuration, built from defaults, a TOML file and flags (in that order), in two parts:
 
-Every field is both a `tlserve train` flag (`--image-size`) and a TOML key (`image_size` or `image-size`),
-so a config file is just a saved command line. Free of TensorFlow: the CLI imports it to build its parser.
+- `TrainConfig`, the hyper-parameters: what the model is and how it is trained. A published version's metadata
+  records exactly these (a retrain reads them back as its baseline).
+- `RunOptions`, where a run reads and writes and how it reports (dataset folder, model name, models/ and runs/
+  directories, --resume, --json): never part of a version.
+
+Every field of either is both a `tlserve train` flag (`--image-size`) and a TOML key (`image_size` or
+`image-size`), so a config file is just a saved command line. Free of TensorFlow: the CLI imports it to build its
+parser.
 """
 
 from __future__ import annotations
@@ -29,11 +35,8 @@ class TrainConfigError(CommandError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Defaults reproduce the original recipe's model on VGG16."""
+    """The hyper-parameters of a run. Defaults reproduce the original recipe's model on VGG16."""
 
-    data: str = ""
-    name: str = ""
-    models_dir: str = "models"
     base: str = "vgg16"
     weights: str = "imagenet"
     image_size: int = 224
@@ -65,13 +68,29 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
-    resume: bool = False
     mixed_precision: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run reads and writes and how it reports; none of it changes the model or lands in its metadata."""
+
+    data: str = ""
+    name: str = ""
+    models_dir: str = "models"
     runs_dir: str = "runs"
+    resume: bool = False
     json: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+HYPERPARAMETERS = tuple(item.name for item in fields(TrainConfig))
+RUN_OPTIONS = tuple(item.name for item in fields(RunOptions))
 
 
 HELP: dict[str, str] = {
@@ -132,8 +151,8 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 
 def normalize_keys(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    """`image-size` and `image_size` both name the field; anything else is an error."""
-    known = {item.name for item in fields(TrainConfig)}
+    """`image-size` and `image_size` both name the field (of either part); anything else is an error."""
+    known = {*HYPERPARAMETERS, *RUN_OPTIONS}
     normalized: dict[str, Any] = {}
     for key, value in values.items():
         field_name = key.replace("-", "_")
@@ -143,18 +162,26 @@ def normalize_keys(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
     return normalized
 
 
+def build_run(
+    file_values: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str = "config"
+) -> tuple[TrainConfig, RunOptions]:
+    """Defaults ← file ← flags, each value type-checked, split into hyper-parameters and run options, validated."""
+    merged = normalize_keys(file_values, source=source)
+    merged.update(normalize_keys({k: v for k, v in overrides.items() if v is not None}, source=source))
+    types = {item.name: str(item.type) for item in (*fields(TrainConfig), *fields(RunOptions))}
+    for key, value in merged.items():
+        merged[key] = _coerce(key, value, types[key], source)
+    config = TrainConfig(**{key: value for key, value in merged.items() if key in HYPERPARAMETERS})
+    run = RunOptions(**{key: value for key, value in merged.items() if key in RUN_OPTIONS})
+    validate(config)
+    return config, run
+
+
 def build_config(
     file_values: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str = "config"
 ) -> TrainConfig:
-    """Defaults ← file ← flags, each value type-checked, then the whole validated."""
-    merged = normalize_keys(file_values, source=source)
-    merged.update({key: value for key, value in overrides.items() if value is not None})
-    types = {item.name: str(item.type) for item in fields(TrainConfig)}
-    for key, value in merged.items():
-        merged[key] = _coerce(key, value, types[key], source)
-    config = TrainConfig(**merged)
-    validate(config)
-    return config
+    """The hyper-parameters only (run options in the values are checked, then dropped)."""
+    return build_run(file_values, overrides, source=source)[0]
 
 
 def _coerce(key: str, value: Any, type_name: str, source: str) -> Any:

@@ -17,7 +17,7 @@ import pytest
 from promotion import audit, models_config
 from promotion.promote import MoveOptions
 from tlserve.cli import main
-from training.config import TrainConfig
+from training.config import build_run
 
 pytestmark = pytest.mark.slow
 
@@ -56,11 +56,11 @@ def stable_repo(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     from training.train import train
 
     root = tmp_path_factory.mktemp("repo")
-    config = TrainConfig(
+    config, run = build_run({}, dict(
         data=str(first_data), name="tiny", weights="none", image_size=32, batch_size=8, epochs=2,
         dense_units=16, head="gap", runs_dir=str(root / "runs"), seed=7,
-    )  # fmt: skip
-    result = train(config, progress=False)
+    ))  # fmt: skip
+    result = train(config, run, progress=False)
     models_dir = root / "models"
     version = publish_run(result, models_dir, "tiny")
     move_label(models_dir, "tiny", version)
