@@ -16,8 +16,8 @@ import pytest
 
 from promotion import audit, models_config
 from promotion.promote import MoveOptions
+from tests.training.small import small_run
 from tlserve.cli import main
-from training.config import build_run
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +56,7 @@ def stable_repo(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     from training.train import train
 
     root = tmp_path_factory.mktemp("repo")
-    config, run = build_run({}, dict(
-        data=str(first_data), name="tiny", weights="none", image_size=32, batch_size=8, epochs=2,
-        dense_units=16, head="gap", runs_dir=str(root / "runs"), seed=7,
-    ))  # fmt: skip
+    config, run = small_run(first_data, root / "runs", name="tiny", epochs=2, dense_units=16, head="gap", seed=7)
     result = train(config, run, progress=False)
     models_dir = root / "models"
     version = publish_run(result, models_dir, "tiny")

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.training.small import small_run
 from tlserve import contract
-from training.config import RunOptions, TrainConfig, build_run
+from training.config import RunOptions, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +25,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(dataset: Path, runs_dir: Path, **changes: object) -> tuple[TrainConfig, RunOptions]:
-    values: dict[str, object] = dict(
-        data=str(dataset),
-        name="tiny",
-        weights="none",
-        image_size=32,
-        batch_size=8,
-        epochs=2,
-        dense_units=16,
-        runs_dir=str(runs_dir),
-        seed=7,
-    )
-    values.update(changes)
-    return build_run({}, values)
+    return small_run(dataset, runs_dir, name="tiny", **{"epochs": 2, "dense_units": 16, "seed": 7, **changes})
 
 
 @pytest.fixture(scope="module")

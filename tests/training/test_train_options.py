@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from training.config import RunOptions, TrainConfig, build_run
+from tests.training.small import small_run
+from training.config import RunOptions, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -92,21 +93,10 @@ def test_augmented_mixed_precision_run_trains_end_to_end(tmp_path: Path) -> None
     from training.train import train
 
     write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=8, size=36, seed=5))
-    config, run = build_run({}, dict(
-        data=str(tmp_path / "data"),
-        name="aug",
-        weights="none",
-        image_size=32,
-        batch_size=8,
-        epochs=2,
-        dense_units=8,
-        augment=True,
-        mixed_precision=True,
-        optimizer="sgd",
-        lr_schedule="cosine",
-        early_stopping=2,
-        runs_dir=str(tmp_path / "runs"),
-    ))  # fmt: skip
+    config, run = small_run(
+        tmp_path / "data", tmp_path / "runs", name="aug", epochs=2, augment=True, mixed_precision=True,
+        optimizer="sgd", lr_schedule="cosine", early_stopping=2,
+    )  # fmt: skip
     result = train(config, run, progress=False)
     import keras
 
@@ -128,11 +118,7 @@ def _shapes(root: Path, *, per_class: int, drop_from_last: int = 0) -> Path:
 
 
 def _small(data: Path, runs: Path, **changes: object) -> tuple[TrainConfig, RunOptions]:
-    values: dict[str, object] = dict(
-        data=str(data), name="opt", weights="none", image_size=32, batch_size=8, epochs=1, dense_units=8
-    )
-    values.update(runs_dir=str(runs), **changes)
-    return build_run({}, values)
+    return small_run(data, runs, name="opt", **changes)
 
 
 @pytest.mark.slow
