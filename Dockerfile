@@ -29,6 +29,7 @@ FROM gateway-deps AS gateway-build
 COPY pyproject.toml README.md ./
 COPY tlserve/ tlserve/
 COPY training/ training/
+COPY promotion/ promotion/
 COPY service/ service/
 RUN python -m pip install --no-deps --no-build-isolation .
 
@@ -49,6 +50,7 @@ FROM trainer-deps AS trainer-build
 COPY pyproject.toml README.md ./
 COPY tlserve/ tlserve/
 COPY training/ training/
+COPY promotion/ promotion/
 COPY service/ service/
 RUN python -m pip install --no-deps --no-build-isolation .
 

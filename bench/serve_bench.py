@@ -55,8 +55,8 @@ def export_small_model(models_dir: Path, name: str, image_size: int) -> None:
     """VGG16 (weights=None: no hub downloads here) + pooling head, published as version 1."""
     import keras
 
-    from tlserve.preprocessing import preprocess_pixels
     from training.export import ExportSpec, export_saved_model
+    from training.preprocessing import preprocess_pixels
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((image_size, image_size, 3))

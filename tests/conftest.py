@@ -66,7 +66,7 @@ def build_tiny_classifier(num_classes: int = len(CLASSES), image_size: int = IMA
     """VGG16 (weights=None) + pooling head at 32 px: the real architecture, small enough for CI."""
     import keras
 
-    from tlserve.preprocessing import preprocess_pixels
+    from training.preprocessing import preprocess_pixels
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((image_size, image_size, 3))

@@ -17,9 +17,8 @@ from tlserve import __version__
 from tlserve.console import EXIT_USAGE, CommandError
 
 COMMAND_MODULES = (
-    "training.cli_data",
-    "training.cli_train",
-    "training.cli_models",
+    "training.cli",
+    "promotion.cli",
     "service.modelserver.cli",
     "service.gateway.cli",
 )

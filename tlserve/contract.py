@@ -80,8 +80,9 @@ def list_versions(model_dir: Path) -> list[int]:
 def unconfigured_model_folders(models_dir: Path) -> list[Path]:
     """The model folders a repository without models.config serves: visible folders holding at least one version.
 
-    One rule for the promotion tools (what they write into a first models.config) and the gateway (which models
-    it reports and defaults to).
+    One rule for the promotion tools (what they write into a first models.config), the embedded model server's
+    `--models-dir` (what it serves, latest version each) and the gateway (which models it reports and defaults to).
+    A folder without versions yet serves nothing, so it is not counted (it would keep `/readyz` at 503).
     """
     if not models_dir.is_dir():
         return []

@@ -27,8 +27,18 @@ from tlserve.processes import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-# What the Dockerfile copies into its build stage (see test_dockerfile for the rest of the contract).
-SOURCES = ("pyproject.toml", "README.md", "tlserve", "training", "service")
+
+def gateway_build_sources() -> tuple[str, ...]:
+    """What the Dockerfile's gateway-build stage copies (read from it, so the test follows the image)."""
+    stage = (REPO_ROOT / "Dockerfile").read_text().split("AS gateway-build", 1)[1].split("\nFROM ", 1)[0]
+    names: list[str] = []
+    for match in re.finditer(r"^COPY (?!--from)(.+) \S+$", stage, flags=re.M):
+        names += [name.rstrip("/") for name in match.group(1).split()]
+    return tuple(names)
+
+
+SOURCES = gateway_build_sources()
+
 START_TIMEOUT_S = 180.0
 INSTALL_TIMEOUT_S = 900.0
 

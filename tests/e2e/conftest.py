@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from promotion import models_config
+from promotion.models_config import ServedModel
 from tests.support.gateway import ServeProcess, running_serve
 from tlserve.processes import LOOPBACK, free_port, stop_process
-from training import modelconfig
-from training.modelconfig import ServedModel
 
 MODEL_NAME = "demo"
 TF_SERVING_BINARY = "tensorflow_model_server"
@@ -147,5 +147,5 @@ def predict_version(serving: ServeProcess, image: bytes) -> int:
 def repo(model_repo) -> Path:
     """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1: the promotion tests' start."""
     models_dir = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models_dir

@@ -18,14 +18,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promotion import audit, models_config
+from promotion.client import ModelServerClient
+from promotion.models_config import ServedModel
+from promotion.promote import MoveOptions, move_label
+from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
 from tlserve import processes
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label
-from training.rollback import rollback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -121,7 +121,7 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
                 gateway.log_tail,
             )
 
-        with ModelServer(gateway.model_server_target) as client:
+        with ModelServerClient(gateway.model_server_target) as client:
             options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
             for _cycle in range(CYCLES):
                 started = time.monotonic()
@@ -161,10 +161,10 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     # As after `tlserve retrain`: stable is version 1, the candidate (canary) is the newer version 2, which is also
     # the server's latest. Unpinned requests that the share does not pick must get stable's version, not latest.
     repo = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
     env = {**SERVE_ENV, "TLSERVE_CANARY_SHARE": "0.5"}
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
-        with ModelServer(gateway.model_server_target) as client:
+        with ModelServerClient(gateway.model_server_target) as client:
             move_label(repo, "demo", 2, label="canary", options=MoveOptions(server=client, drain_s=0))
         with httpx.Client(timeout=float(SERVE_ENV["TLSERVE_REQUEST_TIMEOUT_S"]) + 30.0) as http:
             unpinned = [http.post(f"{gateway.http_url}/predict", json=BODY) for _ in range(40)]

@@ -18,6 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promotion import audit
+from promotion.promote import MoveOptions, move_label
+from promotion.replicas import connect
+from promotion.rollback import rollback
 from tests.e2e.test_promotion import (
     SERVE_ENV,
     assert_pinned_answers_follow_the_moves,
@@ -28,10 +32,6 @@ from tests.e2e.test_promotion import (
 from tests.support.gateway import ServeProcess, running_serve
 from tests.support.modelserver import ModelServerProcess
 from tlserve.processes import LOOPBACK, free_ports
-from training import audit
-from training.promote import MoveOptions, move_label
-from training.replicas import connect
-from training.rollback import rollback
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

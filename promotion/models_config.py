@@ -21,7 +21,7 @@ from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions, u
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(CommandError):
+class ModelsConfigError(CommandError):
     """models.config is missing a model, unreadable, or would become invalid (exit code 2, one line)."""
 
 
@@ -70,7 +70,7 @@ def read_config(config_file: Path) -> Any:
     try:
         text_format.Parse(config_file.read_text(encoding="utf-8"), config)
     except text_format.ParseError as exc:
-        raise ConfigError(f"{config_file} is not a valid ModelServerConfig: {exc}") from exc
+        raise ModelsConfigError(f"{config_file} is not a valid ModelServerConfig: {exc}") from exc
     return config
 
 
@@ -142,9 +142,9 @@ def check_model(model: ServedModel) -> None:
     """Refuse entries TF Serving would reject: bad label names, labels on versions the entry does not serve."""
     for label, version in model.labels.items():
         if not LABEL_PATTERN.match(label):
-            raise ConfigError(f"label {label!r} must match {LABEL_PATTERN.pattern}")
+            raise ModelsConfigError(f"label {label!r} must match {LABEL_PATTERN.pattern}")
         if model.versions and version not in model.versions:
-            raise ConfigError(f"label {label!r} points at version {version}, which {model.name} does not serve")
+            raise ModelsConfigError(f"label {label!r} points at version {version}, which {model.name} does not serve")
 
 
 def read_repository_config(models_dir: Path) -> Any:
@@ -164,7 +164,8 @@ def load_model(models_dir: Path, name: str) -> ServedModel:
     if model is not None:
         return model
     if not list_versions(models_dir / name):
-        raise ConfigError(f"no model {name!r} under {models_dir} (no versions and no entry in {MODELS_CONFIG_FILE})")
+        missing = f"no model {name!r} under {models_dir} (no versions and no entry in {MODELS_CONFIG_FILE})"
+        raise ModelsConfigError(missing)
     return ServedModel(name=name, base_path=name)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from promotion import audit
+from promotion.models_config import load_model
+from promotion.promote import STABLE, Move, MoveOptions, move_label
 from tlserve.console import CommandError, Refused
-from training import audit
-from training.modelconfig import load_model
-from training.promote import STABLE, Move, MoveOptions, move_label
 
 
 def rollback_target(models_dir: Path, name: str, label: str = STABLE) -> tuple[int, int]:

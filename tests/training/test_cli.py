@@ -10,19 +10,23 @@ import pytest
 
 from tlserve import contract
 from tlserve.cli import build_parser, main
-from training.cli_train import train_config_from_args
-from training.config import TrainConfig
+from training.cli import train_config_from_args
+from training.config import HYPERPARAMETERS, RUN_OPTIONS, RunOptions, TrainConfig
 
 SMALL_FLAGS = ["--weights", "none", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--dense-units", "8"]
 
 
 def config_for(argv: list[str]) -> TrainConfig:
-    return train_config_from_args(build_parser().parse_args(["train", *argv]))
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))[0]
+
+
+def run_for(argv: list[str]) -> RunOptions:
+    return train_config_from_args(build_parser().parse_args(["train", *argv]))[1]
 
 
 def test_every_config_key_is_a_flag_of_train() -> None:
     train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # type: ignore[union-attr]
-    for item in fields(TrainConfig):
+    for item in (*fields(TrainConfig), *fields(RunOptions)):
         if item.name != "data":
             assert "--" + item.name.replace("_", "-") in train_help, item.name
 
@@ -47,6 +51,15 @@ def test_a_file_holding_every_default_gives_the_default_config(tmp_path: Path) -
         lines.append(f"{key} = {json.dumps(value)}")
     (tmp_path / "all.toml").write_text("\n".join(lines) + "\n")
     assert config_for(["--config", str(tmp_path / "all.toml")]) == TrainConfig()
+
+
+def test_run_options_come_from_the_file_or_flags_but_stay_out_of_the_hyper_parameters(tmp_path: Path) -> None:
+    path = tmp_path / "train.toml"
+    path.write_text('name = "pets"\nruns-dir = "elsewhere"\nepochs = 3\njson = true\n')
+    run = run_for(["pets-images", "--config", str(path), "--models-dir", "repo"])
+    assert run == RunOptions(data="pets-images", name="pets", models_dir="repo", runs_dir="elsewhere", json=True)
+    assert config_for(["pets-images", "--config", str(path)]) == TrainConfig(epochs=3)
+    assert not set(HYPERPARAMETERS) & set(RUN_OPTIONS)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +111,10 @@ def test_train_publishes_a_version_and_evaluate_reads_it_back(
     metadata = json.loads((version_dir / contract.METADATA_FILE).read_text())
     assert metadata["metrics"]["test_accuracy"] == summary["test_accuracy"]
     assert metadata["config"]["epochs"] == 1
+    assert sorted(metadata["config"]) == sorted(HYPERPARAMETERS), "a version records hyper-parameters, no run options"
+    run_dir = Path(summary["run_dir"])
+    assert json.loads((run_dir / "run.json").read_text())["runs_dir"] == str(tmp_path / "runs")
+    assert "runs_dir" not in json.loads((run_dir / "config.json").read_text())
     assert metadata["data_fingerprint"]
     assert (version_dir / contract.WARMUP_FILE).stat().st_size > 0
 

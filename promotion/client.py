@@ -2,7 +2,7 @@
 
 Promotion needs exactly three things from it: reload a config, read version states, and replay
 warmup requests through PredictionService for the infra gate. `ServingClient` is that interface, which
-one `ModelServer` and a `training.replicas.ReplicaGroup` of several both offer.
+one `ModelServerClient` and a `promotion.replicas.ReplicaGroup` of several both offer.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ServingClient(Protocol):
     def target(self) -> str: ...
 
     @property
-    def replicas(self) -> Sequence[ModelServer]: ...
+    def replicas(self) -> Sequence[ModelServerClient]: ...
 
     def __enter__(self) -> Self: ...
 
@@ -48,7 +48,7 @@ class ServingClient(Protocol):
     def predict(self, request: Any, *, timeout_s: float | None = None) -> Any: ...
 
 
-class ModelServer:
+class ModelServerClient:
     """A gRPC connection to one model server; use as a context manager so the channel is closed."""
 
     def __init__(self, target: str, *, rpc_timeout_s: float = 30.0) -> None:
@@ -69,7 +69,7 @@ class ModelServer:
         self.close()
 
     @property
-    def replicas(self) -> tuple[ModelServer]:
+    def replicas(self) -> tuple[ModelServerClient]:
         """A replica group of one: itself."""
         return (self,)
 

@@ -1,79 +1,115 @@
-"""The steps of `tlserve retrain` after training: publish → canary → gates → promote, or keep back and say why.
+"""`tlserve retrain` as a domain flow: train → publish → canary → gates → promote, or keep back and say why.
 
 A refused candidate loses its canary label (so the gateway's canary share stops reaching it) but stays on
 disk for inspection; the refusal, with every gate's numbers, is in the audit log and the exit message.
-Each label move connects afresh (with --all-replicas: resolves the replicas again), since training takes hours.
+Each label move calls `connect` afresh (with --all-replicas the CLI resolves the replicas again), since
+training takes hours. No argparse and no printing here: progress goes to `notify`, the outcome is returned
+(`RetrainResult`) or raised (`RetrainRefused`, carrying the summary); `promotion.cli` prints both.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promotion import audit, gates, probes
+from promotion.candidate import Baseline, describe, evaluate_on_holdout, find_baseline, retrain_config, warm_train
+from promotion.gates import GateRefused, GateResult, GateThresholds, Metrics, WarmupReport
+from promotion.models_config import load_model
+from promotion.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from promotion.retention import prune_versions
 from tlserve.console import CommandError, Refused
-from training import audit, gates, infra
-from training.gates import GateRefused, GateResult, Metrics, WarmupReport
-from training.modelconfig import load_model
-from training.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
-from training.retention import prune_versions
-from training.retrain import (
-    Baseline,
-    describe,
-    evaluate_on_holdout,
-    find_baseline,
-    retrain_config,
-    thresholds_from_args,
-    warm_train,
-)
 
 logger = logging.getLogger(__name__)
 
+Connect = Callable[[], AbstractContextManager[MoveOptions]]
+"""Opens the MoveOptions (server connection) for one step and closes it afterwards."""
 
-class RetrainFlow:
-    """One retrain run; `run()` returns a JSON-ready summary or raises GateRefused / CommandError."""
 
-    def __init__(self, args: argparse.Namespace, options: MoveOptions | None = None) -> None:
-        """`options` fixes the server for every move (the caller closes it); by default each move builds its own."""
-        from training.replicas import check_servers
+@dataclass(frozen=True)
+class RetrainOptions:
+    """What one retrain is asked to do (`tlserve retrain`'s arguments, typed)."""
 
-        self.args = args
-        self.models_dir: Path = args.models_dir
-        self.name: str = args.name
-        self.thresholds = thresholds_from_args(args)
-        self.fixed_options = options
-        if options is None and not getattr(args, "offline", False):
-            check_servers(args.server, all_replicas=args.all_replicas)  # a typo fails before hours of training
-        self.summary: dict[str, Any] = {}  # filled once the gates ran, also when they refuse
+    data: Path
+    name: str
+    models_dir: Path
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+    promote_if_better: bool = False
+    reason: str = "retrain"
+    keep: int = 0  # after a promotion, unlabelled versions beyond the newest N are deleted (0 keeps all)
+    config_file: Path | None = None  # a training TOML laid over stable's recorded config
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # training flags, over both
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """A retrain that passed every gate: the JSON-ready summary, and whether the candidate became stable."""
+
+    summary: dict[str, Any]
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.summary.get("promoted"))
+
+
+class RetrainRefused(GateRefused):
+    """The candidate was kept back; `summary` holds every gate's numbers (what `--json` prints)."""
+
+    def __init__(self, results: list[GateResult], summary: dict[str, Any]) -> None:
+        super().__init__(results)
+        self.summary = summary
+
+
+def offline(options: MoveOptions | None = None) -> Connect:
+    """A `connect` that always yields the same options (default: no server, only models.config is rewritten)."""
 
     @contextlib.contextmanager
-    def move_options(self) -> Iterator[MoveOptions]:
-        """Options for one step, connected now: the replicas resolved when the retrain started may be gone."""
-        if self.fixed_options is not None:
-            yield self.fixed_options
-            return
-        from training.cli_models import move_options
+    def same() -> Iterator[MoveOptions]:
+        yield options if options is not None else MoveOptions()
 
-        options: MoveOptions = move_options(self.args)
-        try:
-            yield options
-        finally:
-            if options.server is not None:
-                options.server.close()
+    return same
 
-    def run(self) -> dict[str, Any]:
+
+def retrain(options: RetrainOptions, connect: Connect, notify: Callable[[str], None] = logger.info) -> RetrainResult:
+    """The whole retrain; RetrainRefused (exit 1) when a gate keeps the candidate back."""
+    if not options.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
+        raise CommandError(f"dataset folder not found: {options.data}")
+    return RetrainFlow(options, connect, notify).run()
+
+
+class RetrainFlow:
+    """One retrain run; `run()` returns a RetrainResult or raises RetrainRefused / CommandError."""
+
+    def __init__(self, options: RetrainOptions, connect: Connect, notify: Callable[[str], None]) -> None:
+        self.options = options
+        self.models_dir = options.models_dir
+        self.name = options.name
+        self.thresholds = options.thresholds
+        self.move_options = connect
+        self.notify = notify
+
+    def run(self) -> RetrainResult:
         from training.publish import publish_run
 
         baseline = find_baseline(self.models_dir, self.name)
-        config = retrain_config(self.args, baseline)
-        result, scan, warm = warm_train(config, baseline)
+        config, run = retrain_config(
+            baseline,
+            data=self.options.data,
+            name=self.name,
+            models_dir=self.models_dir,
+            config_file=self.options.config_file,
+            overrides=self.options.overrides,
+        )
+        result, scan, warm = warm_train(config, run, baseline)
         self._pin_baseline(baseline)
         candidate = publish_run(result, self.models_dir, self.name)
         start = f"warm start from {baseline.version}" if warm else "trained from the base weights"
-        print(f"published {self.name} version {candidate} ({start})")
+        self.notify(f"published {self.name} version {candidate} ({start})")
         load_error = self._label_canary(candidate)
         candidate_dir = self.models_dir / self.name / str(candidate)
         candidate_metrics = evaluate_on_holdout(candidate_dir, scan)
@@ -87,13 +123,14 @@ class RetrainFlow:
             "stable_metrics": stable_metrics.as_dict() if stable_metrics else None,
             "gates": [{"gate": r.gate, "passed": r.passed, "detail": r.detail} for r in results],
         }
-        self.summary = summary
-        print(f"candidate {candidate} vs stable {baseline.version} on {candidate_metrics.examples} held-out images:")
-        print(describe(results))
+        self.notify(
+            f"candidate {candidate} vs stable {baseline.version} on {candidate_metrics.examples} held-out images:"
+        )
+        self.notify(describe(results))
         if not all(result.passed for result in results):
             self._keep_back(candidate, results, summary)
         summary["promoted"] = self._maybe_promote(candidate, summary)
-        return summary
+        return RetrainResult(summary)
 
     def _gates(
         self,
@@ -130,7 +167,7 @@ class RetrainFlow:
         with self.move_options() as options:
             move_label(self.models_dir, self.name, baseline.version, label=STABLE, options=options,
                        reason="pin served version before retrain")  # fmt: skip
-        print(f"pinned {self.name} version {baseline.version} as {STABLE} (it was served without a label)")
+        self.notify(f"pinned {self.name} version {baseline.version} as {STABLE} (it was served without a label)")
 
     def _label_canary(self, candidate: int) -> str:
         """Label the candidate `canary` (loading it on the server); returns why it could not load, or ""."""
@@ -146,20 +183,20 @@ class RetrainFlow:
         self, baseline: Baseline, candidate: int, candidate_dir: Path
     ) -> tuple[WarmupReport, WarmupReport | None]:
         """Replay the candidate's warmup requests on the server (or in-process offline), then stable's turn."""
-        requests = infra.read_warmup_requests(candidate_dir)
+        requests = probes.read_warmup_requests(candidate_dir)
         with self.move_options() as options:
             server = options.server
             if server is None:
-                candidate_report = infra.probe_in_process(candidate_dir, requests)
+                candidate_report = probes.probe_in_process(candidate_dir, requests)
                 stable_dir = baseline.version_dir
-                return candidate_report, infra.probe_in_process(stable_dir, requests) if stable_dir else None
-            candidate_report = infra.probe_on_server(server, self.name, candidate, requests)
+                return candidate_report, probes.probe_in_process(stable_dir, requests) if stable_dir else None
+            candidate_report = probes.probe_on_server(server, self.name, candidate, requests)
             if baseline.version is None:
                 return candidate_report, None
-            return candidate_report, infra.probe_on_server(server, self.name, baseline.version, requests)
+            return candidate_report, probes.probe_on_server(server, self.name, baseline.version, requests)
 
     def _keep_back(self, candidate: int, results: list[GateResult], summary: dict[str, Any]) -> None:
-        refusal = GateRefused(results)
+        refusal = RetrainRefused(results, summary)
         summary.update(promoted=False, refused=str(refusal))
         try:
             with self.move_options() as options:
@@ -177,12 +214,12 @@ class RetrainFlow:
             metrics=summary["candidate_metrics"],
         )
         audit.append_record(self.models_dir, record)
-        print(f"kept back: {self.name} version {candidate} stays off stable")
+        self.notify(f"kept back: {self.name} version {candidate} stays off stable")
         raise refusal
 
     def _maybe_promote(self, candidate: int, summary: dict[str, Any]) -> bool:
-        if not self.args.promote_if_better:
-            print(f"every gate passed; version {candidate} stays canary (add --promote-if-better to promote)")
+        if not self.options.promote_if_better:
+            self.notify(f"every gate passed; version {candidate} stays canary (add --promote-if-better to promote)")
             return False
         with self.move_options() as options:
             move_label(
@@ -191,11 +228,11 @@ class RetrainFlow:
                 candidate,
                 label=STABLE,
                 options=options,
-                reason=self.args.reason,
+                reason=self.options.reason,
                 metrics=summary["candidate_metrics"],
             )
-        print(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
-        if self.args.keep > 0:
-            deleted = prune_versions(self.models_dir, self.name, keep=self.args.keep)
-            print(f"deleted old versions {deleted}" if deleted else "no old versions to delete")
+        self.notify(f"promoted: {self.name} stable {summary['stable']} -> {candidate}")
+        if self.options.keep > 0:
+            deleted = prune_versions(self.models_dir, self.name, keep=self.options.keep)
+            self.notify(f"deleted old versions {deleted}" if deleted else "no old versions to delete")
         return True

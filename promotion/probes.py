@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from promotion.client import ServerError, ServingClient
+from promotion.gates import WarmupReport, percentile
 from tlserve import contract
-from training.gates import WarmupReport, percentile
-from training.modelservice import ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import shutil
 import time
 from pathlib import Path
 
+from promotion import audit
+from promotion.models_config import load_model, version_path
+from promotion.promote import STABLE, promotion_lock
 from tlserve.contract import list_versions
-from training import audit
-from training.modelconfig import load_model, version_path
-from training.promote import STABLE, promotion_lock
 
 
 def prune_versions(models_dir: Path, name: str, *, keep: int) -> list[int]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +141,51 @@ def _register_rollback(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=_rollback)
 
 
-def _register_retrain(subparsers: argparse._SubParsersAction[Any]) -> None:
-    from training.retrain import add_retrain_arguments
+def add_retrain_arguments(parser: argparse.ArgumentParser) -> None:
+    from training.cli import add_config_arguments
 
+    parser.add_argument("data", type=Path, help="the grown dataset folder (one sub-folder per class)")
+    parser.add_argument("--name", required=True, help="model to retrain (its stable version is the starting point)")
+    parser.add_argument("--promote-if-better", action="store_true", help="promote to stable when every gate passes")
+    parser.add_argument("--reason", default="retrain", help="recorded in the audit log")
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        help="after a promotion, delete unlabelled versions beyond the newest N (0 keeps all)",
+    )
+    from promotion.gates import GateThresholds
+
+    thresholds = GateThresholds()
+    parser.add_argument(
+        "--accuracy-tolerance",
+        type=float,
+        default=thresholds.accuracy_tolerance,
+        help="quality gate: candidate accuracy may trail stable by at most this",
+    )
+    parser.add_argument(
+        "--min-class-recall",
+        type=float,
+        default=thresholds.min_class_recall,
+        help="quality gate: floor of every class's recall",
+    )
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=thresholds.min_accuracy,
+        help="quality gate for a first model (no stable to compare with)",
+    )
+    parser.add_argument(
+        "--latency-factor",
+        type=float,
+        default=thresholds.latency_factor,
+        help="infra gate: candidate p95 may be at most this times stable's",
+    )
+    parser.add_argument("--allow-class-change", action="store_true", help="signature gate: accept a new class list")
+    add_config_arguments(parser)
+
+
+def _register_retrain(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser("retrain", help="warm-start retrain, publish as canary, promote if better")
     add_retrain_arguments(parser)
     add_models_dir(parser)
@@ -155,7 +199,7 @@ def server_targets(args: argparse.Namespace) -> list[str]:
     A name that does not resolve (e.g. no ready pod behind a headless Service) is only a warning here:
     the states then come from models.config, as when a server cannot be asked.
     """
-    from training.replicas import check_servers, replica_targets
+    from promotion.replicas import check_servers, replica_targets
 
     if not args.server:
         return []
@@ -169,8 +213,8 @@ def server_targets(args: argparse.Namespace) -> list[str]:
 
 def move_options(args: argparse.Namespace) -> Any:
     """MoveOptions for one command or one retrain move; with --all-replicas the names are resolved now."""
-    from training.promote import MoveOptions
-    from training.replicas import connect, replica_targets
+    from promotion.promote import MoveOptions
+    from promotion.replicas import connect, replica_targets
 
     if getattr(args, "offline", False):
         return MoveOptions(load_timeout_s=args.load_timeout, drain_s=args.drain)
@@ -185,8 +229,8 @@ def move_options(args: argparse.Namespace) -> Any:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from training.promote import move_label
-    from training.retention import prune_versions
+    from promotion.promote import move_label
+    from promotion.retention import prune_versions
 
     options = move_options(args)
     try:
@@ -208,7 +252,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from training.rollback import rollback
+    from promotion.rollback import rollback
 
     options = move_options(args)
     try:
@@ -220,14 +264,64 @@ def _rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _retrain(args: argparse.Namespace) -> int:
-    from training.retrain import run_retrain
+def retrain_options(args: argparse.Namespace) -> Any:
+    """The typed RetrainOptions of `tlserve retrain`'s arguments (training flags become overrides)."""
+    from promotion.gates import GateThresholds
+    from promotion.retrain import RetrainOptions
 
-    return run_retrain(args)
+    thresholds = GateThresholds(
+        accuracy_tolerance=args.accuracy_tolerance,
+        min_class_recall=args.min_class_recall,
+        min_accuracy=args.min_accuracy,
+        latency_factor=args.latency_factor,
+        allow_class_change=args.allow_class_change,
+    )
+    return RetrainOptions(
+        data=args.data,
+        name=args.name,
+        models_dir=args.models_dir,
+        thresholds=thresholds,
+        promote_if_better=args.promote_if_better,
+        reason=args.reason,
+        keep=args.keep,
+        config_file=args.config,
+        overrides=vars(args),
+    )
+
+
+@contextlib.contextmanager
+def connected(args: argparse.Namespace) -> Iterator[Any]:
+    """MoveOptions connected now (closed afterwards): the replicas resolved when a retrain started may be gone."""
+    options = move_options(args)
+    try:
+        yield options
+    finally:
+        if options.server is not None:
+            options.server.close()
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """Exit 0 promoted (or passed and left as canary), RetrainRefused (1) kept back."""
+    from promotion.replicas import check_servers
+    from promotion.retrain import RetrainRefused, retrain
+
+    if not args.data.is_dir():  # before TensorFlow is imported: a typo costs no start-up time
+        raise CommandError(f"dataset folder not found: {args.data}")
+    if not args.offline:
+        check_servers(args.server, all_replicas=args.all_replicas)  # a typo fails before hours of training
+    try:
+        result = retrain(retrain_options(args), functools.partial(connected, args), notify=print)
+    except RetrainRefused as refused:
+        if getattr(args, "json", False):
+            print(json.dumps(refused.summary, indent=2, default=str))  # the refusing gates with their numbers
+        raise
+    if getattr(args, "json", False):
+        print(json.dumps(result.summary, indent=2, default=str))
+    return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
-    from training.inventory import describe_repository
+    from promotion.inventory import describe_repository
 
     models = describe_repository(args.models_dir, servers=server_targets(args))
     if args.json:
@@ -260,7 +354,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from training.inventory import describe_model
+    from promotion.inventory import describe_model
 
     model = describe_model(args.models_dir, args.name, servers=server_targets(args))
     if args.json:

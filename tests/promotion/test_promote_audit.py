@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training import audit
-from training.audit import AuditRecord
+from promotion import audit
+from promotion.audit import AuditRecord
 
 
 def test_record_is_stamped_with_who_and_when(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

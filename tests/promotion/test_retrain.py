@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from promotion import audit, models_config
+from promotion.promote import MoveOptions
+from tests.training.small import small_run
 from tlserve.cli import main
-from training import audit, modelconfig
-from training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +51,13 @@ def first_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stable_repo(first_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """models/ with version 1 of `tiny` trained on the first data and labelled stable (offline)."""
-    from training.promote import move_label
+    from promotion.promote import move_label
     from training.publish import publish_run
     from training.train import train
 
     root = tmp_path_factory.mktemp("repo")
-    config = TrainConfig(
-        data=str(first_data), name="tiny", weights="none", image_size=32, batch_size=8, epochs=2,
-        dense_units=16, head="gap", runs_dir=str(root / "runs"), seed=7,
-    )  # fmt: skip
-    result = train(config, progress=False)
+    config, run = small_run(first_data, root / "runs", name="tiny", epochs=2, dense_units=16, head="gap", seed=7)
+    result = train(config, run, progress=False)
     models_dir = root / "models"
     version = publish_run(result, models_dir, "tiny")
     move_label(models_dir, "tiny", version)
@@ -121,7 +121,7 @@ def test_retrain_publishes_candidate_and_promotes_when_every_gate_passes(
     assert "quality: pass" in out
     assert "infra: pass" in out
     assert "promoted: tiny stable 1 -> 2" in out
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 2}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 2}
     moves = [(r.action, r.label, r.old_version, r.new_version) for r in audit.read_records(repo, "tiny")]
     assert moves[-2:] == [("promote", "canary", None, 2), ("promote", "stable", 1, 2)]
     assert audit.read_records(repo, "tiny")[-1].metrics["accuracy"] >= 0
@@ -145,7 +145,7 @@ def test_retrain_keeps_back_a_candidate_that_fails_a_gate_and_says_why(
     quality = next(gate for gate in summary["gates"] if gate["gate"] == "quality")
     assert quality["passed"] is False
     assert "recall of 'circle'" in quality["detail"]
-    model = modelconfig.load_model(repo, "tiny")
+    model = models_config.load_model(repo, "tiny")
     assert model.labels == {"stable": 1}  # the refused canary lost its label
     assert (repo / "tiny" / "2" / "saved_model.pb").is_file()  # but stays on disk for inspection
     assert audit.read_records(repo, "tiny")[-1].action == "refused"
@@ -156,7 +156,7 @@ def test_retrain_of_an_unknown_dataset_folder_is_a_usage_error(repo: Path, capsy
 
     assert code == 2
     assert "dataset folder not found" in capsys.readouterr().err
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_checks_the_dataset_folder_before_importing_tensorflow(tmp_path: Path) -> None:
@@ -181,15 +181,15 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
 
     Publishing the candidate would make the server load it and drop version 1; the retrain pins 1 as stable
     first, so a refused candidate leaves version 1 served and the candidate unloaded."""
+    from promotion.client import ModelServerClient
     from tests.conftest import random_images
     from tests.support.modelserver import predict_request, running_model_server
-    from training.modelservice import ModelServer
 
     audit.audit_path(repo).unlink()
-    modelconfig.write_config(repo / "models.config", modelconfig.put_model(
-        modelconfig.read_config(repo / "nothing.config"), modelconfig.ServedModel("tiny", "tiny")
+    models_config.write_config(repo / "models.config", models_config.put_model(
+        models_config.read_config(repo / "nothing.config"), models_config.ServedModel("tiny", "tiny")
     ))  # fmt: skip
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         online = ["--server", server.target, "--drain", "0"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online, *fast(repo),
                      "--promote-if-better", "--min-class-recall", "1.01", "--latency-factor", "1000"])  # fmt: skip
@@ -207,7 +207,7 @@ def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_ol
     assert states.get(1) == "AVAILABLE"
     assert states.get(2) != "AVAILABLE"
     assert (unpinned.model_spec.version.value, stable.model_spec.version.value) == (1, 1)
-    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (1,), {"stable": 1})
+    assert models_config.load_model(repo, "tiny") == models_config.ServedModel("tiny", "tiny", (1,), {"stable": 1})
     pin = audit.read_records(repo, "tiny")[0]
     assert (pin.action, pin.label, pin.old_version, pin.new_version) == ("promote", "stable", None, 1)
     assert pin.reason == "pin served version before retrain"
@@ -231,16 +231,16 @@ def test_retrain_against_a_running_model_server_gates_and_promotes_there(
     assert "infra: pass (p95" in out
     assert "no stable to compare" not in out  # stable was timed on the server too
     assert answered == 2
-    assert modelconfig.load_model(repo, "tiny") == modelconfig.ServedModel("tiny", "tiny", (2,), {"stable": 2})
+    assert models_config.load_model(repo, "tiny") == models_config.ServedModel("tiny", "tiny", (2,), {"stable": 2})
 
 
 def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.training.promote_fakes import FakeModelService, start_fake
+    from tests.promotion.promote_fakes import FakeModelService, start_fake
 
     fake = FakeModelService(repo, never_load={2})
-    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    fake.boot(models_config.absolute_config(models_config.read_config(repo / "models.config"), repo))
     server, target = start_fake(fake)
     try:
         online = ["--server", target, "--drain", "0", "--load-timeout", "0.5"]
@@ -253,7 +253,7 @@ def test_retrain_keeps_back_a_candidate_the_model_server_cannot_load(
     assert code == 1, captured.out
     assert "infra gate refused: candidate did not load: tiny version 2 did not become AVAILABLE" in captured.err
     assert fake.last_labels("tiny") == {"stable": 1}
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
@@ -274,7 +274,7 @@ def test_retrain_with_a_new_class_is_refused_by_the_signature_gate(
     assert code == 1, captured.out
     assert "(trained from the base weights)" in captured.out
     assert "signature gate refused: classes ['circle', 'square', 'star', 'triangle'] != stable" in captured.err
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
 
 
 def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_before(
@@ -282,13 +282,13 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
 ) -> None:
     """No TF Serving pod is ready when the retrain starts (the one there was is being replaced); one is by the
     time training ends. The label moves go to the pod that is there then."""
+    from promotion import replicas, retrain
     from tests.conftest import random_images
+    from tests.promotion.replica_fakes import fake_getaddrinfo
     from tests.support.modelserver import predict_request, running_model_server
-    from tests.training.replica_fakes import fake_getaddrinfo
-    from training import replicas, retrain_flow
 
     table: dict[str, list[tuple[int, str]]] = {"tfserving-pods": []}
-    real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain_flow.warm_train
+    real_getaddrinfo, real_warm_train = replicas.socket.getaddrinfo, retrain.warm_train
     fake = fake_getaddrinfo(table)
 
     def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
@@ -301,7 +301,7 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
         table["tfserving-pods"] = [(socket.AF_INET, "127.0.0.1")]
         return trained
 
-    monkeypatch.setattr(retrain_flow, "warm_train", warm_train_then_a_pod_is_ready)
+    monkeypatch.setattr(retrain, "warm_train", warm_train_then_a_pod_is_ready)
     with running_model_server(repo) as server:
         online = ["--server", f"tfserving-pods:{server.port}", "--all-replicas", "--drain", "0"]
         code = main(["retrain", str(grown_data), "--name", "tiny", "--models-dir", str(repo), *online,
@@ -318,8 +318,8 @@ def test_retrain_with_all_replicas_resolves_the_replicas_after_training_not_befo
 def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canary(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.training.promote_fakes import FakeModelService
-    from tests.training.replica_fakes import Refusing, started_fakes
+    from tests.promotion.promote_fakes import FakeModelService
+    from tests.promotion.replica_fakes import Refusing, started_fakes
 
     # The second replica takes its boot config and the canary move's three steps, then refuses everything.
     steady, refusing = FakeModelService(repo), Refusing(repo, accepting=4)
@@ -335,6 +335,62 @@ def test_retrain_keeps_back_with_exit_1_when_a_replica_refuses_to_drop_the_canar
     assert f"canary removed on every replica but {targets[1]}" in caplog.text
     assert steady.last_labels("tiny") == {"stable": 1}
     assert refusing.last_labels("tiny") == {"stable": 1, "canary": 2}
-    assert modelconfig.load_model(repo, "tiny").labels == {"stable": 1}
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
     actions = [(record.action, record.label) for record in audit.read_records(repo, "tiny")]
     assert actions[-2:] == [("unlabel", "canary"), ("refused", "stable")]
+
+
+# --- the flow without argparse: typed options, a connect callable, a returned result -----------------------------
+
+
+def test_the_retrain_flow_runs_from_typed_options_and_returns_what_it_did(repo: Path, grown_data: Path) -> None:
+    from promotion.gates import GateThresholds
+    from promotion.retrain import RetrainOptions, offline, retrain
+
+    options = RetrainOptions(
+        data=grown_data, name="tiny", models_dir=repo, promote_if_better=True,
+        thresholds=GateThresholds(accuracy_tolerance=1, min_class_recall=0, latency_factor=1000),
+        overrides={"epochs": 1, "runs_dir": str(repo.parent / "runs")},
+    )  # fmt: skip
+    progress: list[str] = []
+
+    result = retrain(options, offline(), notify=progress.append)
+
+    assert result.promoted
+    assert (result.summary["candidate"], result.summary["stable"]) == (2, 1)
+    assert [gate["gate"] for gate in result.summary["gates"]] == ["signature", "quality", "infra"]
+    assert "promoted: tiny stable 1 -> 2" in progress
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 2}
+
+
+def test_the_retrain_flow_raises_a_refusal_that_carries_the_gates_numbers(repo: Path, grown_data: Path) -> None:
+    from promotion.gates import GateThresholds
+    from promotion.retrain import RetrainOptions, RetrainRefused, retrain
+
+    options = RetrainOptions(
+        data=grown_data, name="tiny", models_dir=repo, promote_if_better=True,
+        thresholds=GateThresholds(min_class_recall=1.01, latency_factor=1000),
+        overrides={"epochs": 1, "runs_dir": str(repo.parent / "runs")},
+    )  # fmt: skip
+    opened: list[str] = []
+
+    @contextlib.contextmanager
+    def connect() -> Iterator[MoveOptions]:
+        opened.append("connect")
+        yield MoveOptions()
+
+    with pytest.raises(RetrainRefused) as refused:
+        retrain(options, connect, notify=lambda _: None)
+
+    assert refused.value.summary["promoted"] is False
+    assert "< floor 1.010" in refused.value.summary["refused"]
+    assert len(opened) >= 3  # canary, probe and keep-back each connect afresh
+    assert models_config.load_model(repo, "tiny").labels == {"stable": 1}
+
+
+def test_the_retrain_flow_refuses_an_unknown_dataset_folder_before_training(repo: Path) -> None:
+    from promotion.retrain import RetrainOptions, offline, retrain
+    from tlserve.console import CommandError
+
+    with pytest.raises(CommandError, match="dataset folder not found"):
+        retrain(RetrainOptions(data=repo / "nowhere", name="tiny", models_dir=repo), offline())

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from promotion import audit, models_config
+from promotion.models_config import ServedModel
 from tests.conftest import CLASSES
-from tests.training.promote_fakes import FakeModelService, start_fake
+from tests.promotion.promote_fakes import FakeModelService, start_fake
 from tlserve.cli import main
 from tlserve.contract import METADATA_FILE
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
 
 
 def write_real_metadata(version_dir: Path, accuracy: float, created_at: str) -> None:
@@ -37,7 +37,7 @@ def repo(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     for version, accuracy in ((1, 0.81), (2, 0.86), (3, 0.9)):
         write_real_metadata(models / "demo" / str(version), accuracy, f"2026-11-0{version}T10:00:00+00:00")
-    modelconfig.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models
 
 
@@ -81,8 +81,8 @@ def test_models_show_prints_each_versions_test_accuracy(repo: Path, capsys: pyte
 
 def test_models_show_asks_the_model_server_for_states(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fake = FakeModelService(repo, never_load={3})
-    fake.boot(modelconfig.absolute_config(modelconfig.put_model(
-        modelconfig.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 3), {"stable": 1})
+    fake.boot(models_config.absolute_config(models_config.put_model(
+        models_config.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 3), {"stable": 1})
     ), repo))  # fmt: skip
     server, target = start_fake(fake)
     try:
@@ -113,13 +113,13 @@ def test_offline_promote_prints_the_move_and_rewrites_the_config(
 
     assert code == 0
     assert out.strip() == "demo: stable 1 -> 2"
-    assert modelconfig.load_model(repo, "demo").labels == {"stable": 2}
+    assert models_config.load_model(repo, "demo").labels == {"stable": 2}
     assert audit.read_records(repo)[-1].reason == "manual"
 
 
 def test_promote_against_a_server_moves_the_label_there(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fake = FakeModelService(repo)
-    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    fake.boot(models_config.absolute_config(models_config.read_config(repo / "models.config"), repo))
     server, target = start_fake(fake)
     try:
         code, out, _ = run(capsys, "promote", "demo", "3", "--models-dir", str(repo), "--server", target,
@@ -174,7 +174,7 @@ def test_rollback_after_promote_restores_the_previous_stable(repo: Path, capsys:
 
     assert code == 0
     assert out.strip() == "demo: stable rolled back 2 -> 1"
-    assert modelconfig.load_model(repo, "demo").labels == {"stable": 1}
+    assert models_config.load_model(repo, "demo").labels == {"stable": 1}
 
 
 def test_promote_with_keep_prunes_old_unlabelled_versions(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.promote_fakes import FakeModelService, start_fake
+from promotion import audit, models_config
+from promotion.client import ModelServerClient, ServerError
+from promotion.models_config import ServedModel
+from promotion.promote import MoveOptions, drop_label, move_label
+from promotion.retention import prune_versions
+from promotion.rollback import rollback
+from tests.promotion.promote_fakes import FakeModelService, start_fake
 from tlserve.console import CommandError, Refused
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer, ServerError
-from training.promote import MoveOptions, drop_label, move_label
-from training.retention import prune_versions
-from training.rollback import rollback
 
 
 @pytest.fixture
@@ -22,15 +22,15 @@ def models_dir(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     for version in (1, 2, 3):
         (models / "demo" / str(version)).mkdir(parents=True)
-    modelconfig.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models
 
 
-def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeModelService, ModelServer, object]:
+def boot(models_dir: Path, never_load: set[int] | None = None) -> tuple[FakeModelService, ModelServerClient, object]:
     fake = FakeModelService(models_dir, never_load)
-    fake.boot(modelconfig.absolute_config(modelconfig.read_repository_config(models_dir), models_dir))
+    fake.boot(models_config.absolute_config(models_config.read_repository_config(models_dir), models_dir))
     grpc_server, target = start_fake(fake)
-    return fake, ModelServer(target, rpc_timeout_s=30), grpc_server
+    return fake, ModelServerClient(target, rpc_timeout_s=30), grpc_server
 
 
 @pytest.fixture
@@ -43,11 +43,11 @@ def served(models_dir: Path) -> Iterator[tuple[FakeModelService, MoveOptions]]:
 
 def test_fake_refuses_a_one_step_label_move_like_tf_serving(models_dir: Path, served) -> None:
     fake, options = served
-    one_step = modelconfig.put_model(
-        modelconfig.read_config(models_dir / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
+    one_step = models_config.put_model(
+        models_config.read_config(models_dir / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
     )
     with pytest.raises(ServerError, match="not AVAILABLE"):
-        options.server.reload(modelconfig.absolute_config(one_step, models_dir))
+        options.server.reload(models_config.absolute_config(one_step, models_dir))
     assert fake.last_labels("demo") == {"stable": 1}
 
 
@@ -57,14 +57,14 @@ def test_promote_loads_new_version_before_moving_label_then_unloads_old(models_d
     move = move_label(models_dir, "demo", 2, options=options, reason="better")
 
     assert (move.old_version, move.new_version, move.changed) == (1, 2, True)
-    steps = [modelconfig.get_model(config, "demo") for config in fake.accepted[1:]]
+    steps = [models_config.get_model(config, "demo") for config in fake.accepted[1:]]
     assert [(step.versions, dict(step.labels)) for step in steps] == [
         ((1, 2), {"stable": 1}),
         ((1, 2), {"stable": 2}),
         ((2,), {"stable": 2}),
     ]
     assert fake.rejected == []
-    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
+    assert models_config.load_model(models_dir, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
 
 
 def test_promote_sends_absolute_base_paths_but_keeps_the_file_relative(models_dir: Path, served) -> None:
@@ -72,7 +72,7 @@ def test_promote_sends_absolute_base_paths_but_keeps_the_file_relative(models_di
     move_label(models_dir, "demo", 2, options=options)
 
     assert fake.accepted[-1].model_config_list.config[0].base_path == str(models_dir.resolve() / "demo")
-    assert modelconfig.load_model(models_dir, "demo").base_path == "demo"
+    assert models_config.load_model(models_dir, "demo").base_path == "demo"
 
 
 def test_promote_is_audited_with_who_old_new_reason_and_metrics(models_dir: Path, served) -> None:
@@ -118,14 +118,14 @@ def test_the_move_is_audited_before_the_unload_so_a_failed_unload_keeps_the_reco
     assert (record.action, record.old_version, record.new_version, record.reason) == ("promote", 1, 2, "nightly")
     assert record.servers == ("stub:8500",)
     # The file matches what the server still serves (step 2): both versions, stable on the new one.
-    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 2})
+    assert models_config.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 2})
 
 
 def test_dropping_the_only_label_keeps_serving_the_other_versions_not_the_dropped_one(models_dir: Path) -> None:
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1, 3), {"canary": 3}))
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1, 3), {"canary": 3}))
 
     assert drop_label(models_dir, "demo", "canary", reason="refused") == 3
-    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1,), {})
+    assert models_config.load_model(models_dir, "demo") == ServedModel("demo", "demo", (1,), {})
 
 
 def test_promote_to_the_current_version_changes_nothing(models_dir: Path, served) -> None:
@@ -138,7 +138,7 @@ def test_promote_to_the_current_version_changes_nothing(models_dir: Path, served
 
 
 def test_repeating_a_promote_killed_after_its_label_step_unloads_the_old_version(models_dir: Path) -> None:
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1, 2), {"stable": 2}))  # killed before step 3
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1, 2), {"stable": 2}))  # killed before step 3
     fake, client, grpc_server = boot(models_dir)
     try:
         move = move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))
@@ -147,8 +147,8 @@ def test_repeating_a_promote_killed_after_its_label_step_unloads_the_old_version
         grpc_server.stop(None)
 
     assert move.changed is False
-    assert modelconfig.get_model(fake.accepted[-1], "demo").versions == (2,)
-    assert modelconfig.load_model(models_dir, "demo").versions == (2,)
+    assert models_config.get_model(fake.accepted[-1], "demo").versions == (2,)
+    assert models_config.load_model(models_dir, "demo").versions == (2,)
 
 
 def test_promote_of_a_missing_version_is_a_usage_error(models_dir: Path, served) -> None:
@@ -169,7 +169,7 @@ def test_promote_refuses_and_restores_config_when_new_version_never_loads(models
         grpc_server.stop(None)
 
     assert (models_dir / "models.config").read_text() == before
-    assert modelconfig.get_model(fake.accepted[-1], "demo").versions == (1,)
+    assert models_config.get_model(fake.accepted[-1], "demo").versions == (1,)
     assert fake.last_labels("demo") == {"stable": 1}
     assert audit.read_records(models_dir) == []
 
@@ -179,7 +179,7 @@ def test_unreachable_server_is_a_one_line_error_and_config_is_restored(models_di
     with (
         # Nothing listens on port 1: the connection is refused at once (UNAVAILABLE). The deadline is generous so a
         # loaded machine cannot turn that into DEADLINE_EXCEEDED.
-        ModelServer("127.0.0.1:1", rpc_timeout_s=30) as client,
+        ModelServerClient("127.0.0.1:1", rpc_timeout_s=30) as client,
         pytest.raises(ServerError, match=r"reload config on model server 127\.0\.0\.1:1 failed: UNAVAILABLE"),
     ):
         move_label(models_dir, "demo", 2, options=MoveOptions(server=client, drain_s=0))
@@ -191,7 +191,7 @@ def test_canary_label_moves_without_touching_stable(models_dir: Path, served) ->
     move_label(models_dir, "demo", 3, label="canary", options=options)
 
     assert fake.last_labels("demo") == {"stable": 1, "canary": 3}
-    assert modelconfig.load_model(models_dir, "demo").versions == (1, 3)
+    assert models_config.load_model(models_dir, "demo").versions == (1, 3)
 
 
 def test_promoting_the_canary_to_stable_drops_the_canary_label(models_dir: Path, served) -> None:
@@ -200,14 +200,14 @@ def test_promoting_the_canary_to_stable_drops_the_canary_label(models_dir: Path,
     move_label(models_dir, "demo", 3, options=options)
 
     assert fake.last_labels("demo") == {"stable": 3}
-    assert modelconfig.load_model(models_dir, "demo").versions == (3,)
+    assert models_config.load_model(models_dir, "demo").versions == (3,)
 
 
 def test_offline_promote_only_rewrites_the_config(models_dir: Path) -> None:
     move = move_label(models_dir, "demo", 3)
 
     assert move.new_version == 3
-    assert modelconfig.load_model(models_dir, "demo") == ServedModel("demo", "demo", (3,), {"stable": 3})
+    assert models_config.load_model(models_dir, "demo") == ServedModel("demo", "demo", (3,), {"stable": 3})
     assert [record.new_version for record in audit.read_records(models_dir)] == [3]
 
 
@@ -242,4 +242,4 @@ def test_retention_never_deletes_labelled_versions_nor_the_rollback_target(model
 
     assert deleted == [1, 5]
     assert sorted(int(path.name) for path in (models_dir / "demo").iterdir()) == [2, 3, 4, 6]
-    assert modelconfig.load_model(models_dir, "demo").labels == {"stable": 4, "canary": 3}
+    assert models_config.load_model(models_dir, "demo").labels == {"stable": 4, "canary": 3}

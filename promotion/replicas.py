@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
+from promotion.client import AVAILABLE, ModelServerClient, ServerError, ServingClient
 from tlserve.console import CommandError, split_host_port
-from training.modelservice import AVAILABLE, ModelServer, ServerError, ServingClient
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,10 @@ def check_servers(spec: str, *, all_replicas: bool = False) -> None:
 
 
 def connect(targets: Sequence[str], *, rpc_timeout_s: float = 30.0) -> ServingClient:
-    """One ModelServer for one target (the single-server behaviour), a ReplicaGroup for several."""
+    """One ModelServerClient for one target (the single-server behaviour), a ReplicaGroup for several."""
     if len(targets) == 1:
-        return ModelServer(targets[0], rpc_timeout_s=rpc_timeout_s)
-    return ReplicaGroup([ModelServer(target, rpc_timeout_s=rpc_timeout_s) for target in targets])
+        return ModelServerClient(targets[0], rpc_timeout_s=rpc_timeout_s)
+    return ReplicaGroup([ModelServerClient(target, rpc_timeout_s=rpc_timeout_s) for target in targets])
 
 
 def appeared(discover: Callable[[], Sequence[str]], group: ServingClient) -> list[str]:
@@ -128,7 +128,7 @@ class PartialReload(ServerError):
 class ReplicaGroup:
     """Model servers that serve the same repository, used as one (the ServingClient interface)."""
 
-    def __init__(self, replicas: Sequence[ModelServer]) -> None:
+    def __init__(self, replicas: Sequence[ModelServerClient]) -> None:
         if not replicas:
             raise ValueError("a replica group needs at least one model server")
         self.replicas = tuple(replicas)

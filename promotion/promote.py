@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlserve.console import CommandError, Refused
-from tlserve.contract import list_versions
-from training import audit, replicas
-from training.modelconfig import (
+from promotion import audit, replicas
+from promotion.client import ServerError, ServingClient
+from promotion.models_config import (
     ServedModel,
     absolute_config,
     config_path,
@@ -32,7 +31,8 @@ from training.modelconfig import (
     version_path,
     write_config,
 )
-from training.modelservice import ServerError, ServingClient
+from tlserve.console import CommandError, Refused
+from tlserve.contract import list_versions
 from training.repository import file_lock
 
 logger = logging.getLogger(__name__)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from promotion import audit, models_config, replicas
+from promotion.client import ModelServerClient, ServerError
+from promotion.models_config import ServedModel
+from promotion.promote import MoveOptions, drop_label, move_label
 from tests.conftest import random_images
+from tests.promotion.promote_fakes import FakeModelService
+from tests.promotion.replica_fakes import Refusing, fake_getaddrinfo, fake_group
 from tests.support.modelserver import free_port, predict_request, running_model_server
-from tests.training.promote_fakes import FakeModelService
-from tests.training.replica_fakes import Refusing, fake_getaddrinfo, fake_group
 from tlserve.cli import main
 from tlserve.console import CommandError
-from training import audit, modelconfig, replicas
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer, ServerError
-from training.promote import MoveOptions, drop_label, move_label
 
 IMAGES = random_images(1, seed=7)
 WAIT_TIMEOUT_S = 60.0
@@ -34,7 +34,7 @@ MOVE_FLAGS = ("--drain", "0.5", "--load-timeout", "120")
 @pytest.fixture
 def repo(model_repo) -> Path:
     models_dir = model_repo("demo", versions=(1, 2, 3))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models_dir
 
 
@@ -63,7 +63,7 @@ def test_promote_with_a_server_list_moves_stable_on_every_replica(
         assert out.strip() == "demo: stable 1 -> 2"
         assert (stable_version(first), stable_version(second)) == (2, 2)
         for replica in (first, second):  # step 3 reached both: the old version is unloaded everywhere
-            with ModelServer(replica.target) as client:
+            with ModelServerClient(replica.target) as client:
                 assert client.version_states("demo").get(1) != "AVAILABLE"
         [record] = audit.read_records(repo)
         assert record.servers == (first.target, second.target)  # the audit log says where the move went
@@ -161,12 +161,12 @@ def test_an_unreachable_replica_fails_the_promote_by_name_and_the_others_keep_th
         # Honest about the set-back: the live replica took step 1 and was put back; the dead one could not be.
         assert line.endswith(f"(set back to the previous config on every replica but {dead}; see the log)")
         assert stable_version(alive) == 1
-        with ModelServer(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
+        with ModelServerClient(alive.target) as client:  # step 1 was undone there: 2 is loaded no more
             deadline = time.monotonic() + WAIT_TIMEOUT_S
             while client.version_states("demo").get(2) == "AVAILABLE" and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert client.version_states("demo").get(2) != "AVAILABLE"
-    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (1,), {"stable": 1})
+    assert models_config.load_model(repo, "demo") == ServedModel("demo", "demo", (1,), {"stable": 1})
     assert audit.read_records(repo) == []
 
 
@@ -183,9 +183,9 @@ def test_a_replica_refusing_the_label_step_puts_the_replicas_that_moved_back_to_
         assert str(raised.value) == expected
 
     step_one = ServedModel("demo", "demo", (1, 2), {"stable": 1})
-    assert modelconfig.get_model(moved.accepted[-1], "demo").labels == {"stable": 1}  # set back from stable 2
-    assert modelconfig.get_model(moved.accepted[-2], "demo").labels == {"stable": 2}
-    assert modelconfig.load_model(repo, "demo") == step_one
+    assert models_config.get_model(moved.accepted[-1], "demo").labels == {"stable": 1}  # set back from stable 2
+    assert models_config.get_model(moved.accepted[-2], "demo").labels == {"stable": 2}
+    assert models_config.load_model(repo, "demo") == step_one
     assert audit.read_records(repo) == []
 
 
@@ -239,10 +239,10 @@ def test_merged_state_is_available_only_where_every_replica_has_it_available() -
 @pytest.mark.slow
 def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with running_model_server(repo) as first, running_model_server(repo) as second:
-        loading_two = modelconfig.put_model(modelconfig.read_config(repo / "models.config"),
+        loading_two = models_config.put_model(models_config.read_config(repo / "models.config"),
                                             ServedModel("demo", "demo", (1, 2), {"stable": 1}))  # fmt: skip
-        with ModelServer(first.target) as client:  # only the first replica loads version 2
-            client.reload(modelconfig.absolute_config(loading_two, repo))
+        with ModelServerClient(first.target) as client:  # only the first replica loads version 2
+            client.reload(models_config.absolute_config(loading_two, repo))
             client.wait_available("demo", 2, timeout_s=WAIT_TIMEOUT_S)
         code, out, err = run(capsys, "models", "show", "demo", "--models-dir", str(repo), "--json",
                              "--server", f"{first.target},{second.target}")  # fmt: skip
@@ -254,7 +254,7 @@ def test_models_show_with_two_servers_reports_the_merged_state(repo: Path, capsy
 
 
 def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_audits_it(repo: Path) -> None:
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1, "canary": 2}))
+    models_config.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1, "canary": 2}))
     first, refusing, last = FakeModelService(repo), Refusing(repo, accepting=1), FakeModelService(repo)
     options = MoveOptions(drain_s=0)
     with fake_group(repo, first, refusing, last) as (group, targets), pytest.raises(ServerError) as raised:
@@ -267,7 +267,7 @@ def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_aud
     # The replica after the refusing one was not skipped: every replica but the refusing one dropped the label.
     assert (first.last_labels("demo"), last.last_labels("demo")) == ({"stable": 1}, {"stable": 1})
     assert refusing.last_labels("demo") == {"stable": 1, "canary": 2}
-    assert modelconfig.load_model(repo, "demo").labels == {"stable": 1}
+    assert models_config.load_model(repo, "demo").labels == {"stable": 1}
     [record] = audit.read_records(repo)
     assert (record.action, record.label, record.old_version) == ("unlabel", "canary", 2)
     assert record.servers == tuple(targets)
@@ -276,7 +276,7 @@ def test_a_replica_refusing_to_drop_a_label_still_drops_it_on_the_others_and_aud
 def test_a_replica_that_became_ready_during_the_move_fails_it_by_name_after_the_others_moved(repo: Path) -> None:
     known, newcomer = FakeModelService(repo), FakeModelService(repo)
     with fake_group(repo, known, newcomer) as (_, targets):
-        group = replicas.ReplicaGroup([ModelServer(targets[0])])  # resolved before the newcomer was ready
+        group = replicas.ReplicaGroup([ModelServerClient(targets[0])])  # resolved before the newcomer was ready
         options = MoveOptions(server=group, drain_s=0, discover=lambda: list(targets))
         try:
             with pytest.raises(CommandError) as raised:
@@ -290,12 +290,12 @@ def test_a_replica_that_became_ready_during_the_move_fails_it_by_name_after_the_
     )
     assert known.last_labels("demo") == {"stable": 2}
     assert newcomer.last_labels("demo") == {"stable": 1}  # never reloaded: hence the error
-    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
+    assert models_config.load_model(repo, "demo") == ServedModel("demo", "demo", (2,), {"stable": 2})
     assert [record.new_version for record in audit.read_records(repo)] == [2]  # the move happened: audited
 
 
 def test_the_group_load_timeout_names_the_whole_timeout_and_the_slow_replica(repo: Path) -> None:
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1}))
+    models_config.save_model(repo, ServedModel("demo", "demo", (1, 2), {"stable": 1}))
     fakes = FakeModelService(repo), FakeModelService(repo, never_load={2})
     with fake_group(repo, *fakes) as (group, targets), pytest.raises(TimeoutError) as raised:
         group.wait_available("demo", 2, timeout_s=0.5, poll_s=0.05)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from promotion import audit, models_config
+from promotion.client import ModelServerClient
+from promotion.models_config import ServedModel
+from promotion.promote import MoveOptions, move_label
+from promotion.rollback import rollback
 from tests.conftest import random_images
+from tests.promotion.promote_fakes import FakeModelService, start_fake
 from tests.support.modelserver import predict_request, running_model_server
-from tests.training.promote_fakes import FakeModelService, start_fake
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label
-from training.rollback import rollback
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ IMAGES = random_images(2, seed=5)
 @pytest.fixture
 def repo(model_repo) -> Path:
     models_dir = model_repo("demo", versions=(1, 2, 3))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models_dir
 
 
@@ -38,38 +38,38 @@ def served_version(server, label: str = "stable") -> int:
 
 
 def test_promote_and_rollback_move_the_label_on_a_running_model_server(repo: Path) -> None:
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         options = MoveOptions(server=client, drain_s=0, load_timeout_s=60)
         assert served_version(server) == 1
 
         move_label(repo, "demo", 2, options=options)
         assert served_version(server) == 2
         assert client.version_states("demo")[2] == "AVAILABLE"
-        assert modelconfig.load_model(repo, "demo").versions == (2,)  # old stable unloaded after the move
+        assert models_config.load_model(repo, "demo").versions == (2,)  # old stable unloaded after the move
 
         move_label(repo, "demo", 3, label="canary", options=options)
         assert (served_version(server), served_version(server, "canary")) == (2, 3)
 
         rollback(repo, "demo", options=options)
         assert served_version(server) == 1
-        assert modelconfig.load_model(repo, "demo").labels == {"stable": 1, "canary": 3}
+        assert models_config.load_model(repo, "demo").labels == {"stable": 1, "canary": 3}
 
 
 def test_a_one_step_label_move_is_refused_by_the_model_server(repo: Path) -> None:
     """Why promotion needs two steps: the embedded server, like TF Serving, refuses it in one."""
-    one_step = modelconfig.put_model(
-        modelconfig.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
+    one_step = models_config.put_model(
+        models_config.read_config(repo / "models.config"), ServedModel("demo", "demo", (1, 2), {"stable": 2})
     )
-    with running_model_server(repo) as server, ModelServer(server.target) as client:
+    with running_model_server(repo) as server, ModelServerClient(server.target) as client:
         with pytest.raises(Exception, match="label"):
-            client.reload(modelconfig.absolute_config(one_step, repo))
+            client.reload(models_config.absolute_config(one_step, repo))
         assert served_version(server) == 1
 
 
 def test_promote_killed_between_its_steps_leaves_a_config_that_still_serves_stable(repo: Path, tmp_path: Path) -> None:
     # A fake server that never reports version 2 AVAILABLE holds the promote between step 1 and step 2.
     fake = FakeModelService(repo, never_load={2})
-    fake.boot(modelconfig.absolute_config(modelconfig.read_config(repo / "models.config"), repo))
+    fake.boot(models_config.absolute_config(models_config.read_config(repo / "models.config"), repo))
     grpc_server, target = start_fake(fake)
     command = [sys.executable, "-m", "tlserve", "promote", "demo", "2", "--models-dir", str(repo),
                "--server", target, "--load-timeout", "600"]  # fmt: skip
@@ -86,13 +86,13 @@ def test_promote_killed_between_its_steps_leaves_a_config_that_still_serves_stab
     finally:
         grpc_server.stop(None)
 
-    assert modelconfig.load_model(repo, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 1})
+    assert models_config.load_model(repo, "demo") == ServedModel("demo", "demo", (1, 2), {"stable": 1})
     assert audit.read_records(repo) == []
     # A model server (re)started on what the killed promote left behind accepts it and serves stable = 1.
     with running_model_server(repo) as server:
         assert served_version(server) == 1
         # ...and promoting again from that state completes the interrupted move.
-        with ModelServer(server.target) as client:
+        with ModelServerClient(server.target) as client:
             move_label(repo, "demo", 2, options=MoveOptions(server=client, drain_s=0, load_timeout_s=60))
         assert served_version(server) == 2
 
@@ -103,7 +103,7 @@ def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: P
 
     port = free_port()
     # TF Serving refuses relative base paths (ValidateModelConfigList): give it an absolute copy, as start.sh does.
-    from training.modelconfig import absolute_config, read_config, write_config
+    from promotion.models_config import absolute_config, read_config, write_config
 
     startup_config = tmp_path / "models.config"
     write_config(startup_config, absolute_config(read_config(repo / "models.config"), repo))
@@ -114,7 +114,7 @@ def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: P
     try:
         target = f"127.0.0.1:{port}"
         wait_until_available(target, "demo", version=1, timeout_s=120)
-        with ModelServer(target) as client:
+        with ModelServerClient(target) as client:
             options = MoveOptions(server=client, drain_s=0, load_timeout_s=120)
             move_label(repo, "demo", 2, options=options)
             assert tfserving_version(target) == 2

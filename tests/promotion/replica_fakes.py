@@ -7,9 +7,9 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.training.promote_fakes import FakeModelService, start_fake
-from training import modelconfig, replicas
-from training.modelservice import ModelServer
+from promotion import models_config, replicas
+from promotion.client import ModelServerClient
+from tests.promotion.promote_fakes import FakeModelService, start_fake
 
 
 class Refusing(FakeModelService):
@@ -30,7 +30,7 @@ class Refusing(FakeModelService):
 @contextlib.contextmanager
 def started_fakes(models_dir: Path, *fakes: FakeModelService) -> Iterator[list[str]]:
     """The fakes booted on the repository's config and served on free ports; yields their targets."""
-    boot = modelconfig.absolute_config(modelconfig.read_config(models_dir / "models.config"), models_dir)
+    boot = models_config.absolute_config(models_config.read_config(models_dir / "models.config"), models_dir)
     started = []
     try:
         for fake in fakes:
@@ -46,7 +46,7 @@ def started_fakes(models_dir: Path, *fakes: FakeModelService) -> Iterator[list[s
 def fake_group(models_dir: Path, *fakes: FakeModelService) -> Iterator[tuple[replicas.ReplicaGroup, list[str]]]:
     """started_fakes, connected as one replica group."""
     with started_fakes(models_dir, *fakes) as targets:
-        group = replicas.ReplicaGroup([ModelServer(target) for target in targets])
+        group = replicas.ReplicaGroup([ModelServerClient(target) for target in targets])
         try:
             yield group, targets
         finally:

@@ -58,8 +58,8 @@ def test_overlapping_run_exits_75_without_retraining(tmp_path: Path) -> None:
 
 
 def test_script_passes_a_command_line_the_real_cli_parses_as_intended(tmp_path: Path) -> None:
+    from promotion import cli
     from tlserve.cli import build_parser
-    from training import cli_models
 
     stub = tmp_path / "tlserve"
     stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{tmp_path}/argv"\n')  # one argument per line
@@ -70,7 +70,7 @@ def test_script_passes_a_command_line_the_real_cli_parses_as_intended(tmp_path: 
     argv = (tmp_path / "argv").read_text().splitlines()
     args = build_parser().parse_args(argv)  # exits (SystemExit 2) on any flag tlserve does not know
 
-    assert args.handler is cli_models._retrain
+    assert args.handler is cli._retrain
     assert (args.data, args.name, args.models_dir) == (tmp_path / "data", "shapes", tmp_path / "models")
     assert (args.promote_if_better, args.keep, args.offline) == (True, 5, True)
     assert (args.epochs, args.min_class_recall) == (3, 0.7)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from promotion import models_config
+from promotion.client import ServerError
 from tlserve.contract import METADATA_FILE, list_versions
-from training import modelconfig
-from training.modelservice import ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _replica_states(servers: Sequence[str], name: str) -> dict[str, dict[int, st
     """{replica: {version: state}}, or None without servers or when one cannot be asked (logged, naming it)."""
     if not servers:
         return None
-    from training.replicas import connect
+    from promotion.replicas import connect
 
     try:
         with connect(servers, rpc_timeout_s=3.0) as client:
@@ -41,10 +41,10 @@ def _replica_states(servers: Sequence[str], name: str) -> dict[str, dict[int, st
 
 def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) -> dict[str, Any]:
     """One model as plain data (JSON-ready); with several servers, each version also lists `replica_states`."""
-    from training.replicas import merge_states
+    from promotion.replicas import merge_states
 
-    model = modelconfig.load_model(models_dir, name)
-    base = modelconfig.resolve_base_path(modelconfig.config_path(models_dir), model.base_path)
+    model = models_config.load_model(models_dir, name)
+    base = models_config.resolve_base_path(models_config.config_path(models_dir), model.base_path)
     per_replica = _replica_states(servers, name)
     states = None if per_replica is None else merge_states(list(per_replica.values()))
     served = set(model.versions) or set(list_versions(base)[-1:])
@@ -75,5 +75,5 @@ def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) 
 
 
 def describe_repository(models_dir: Path, *, servers: Sequence[str] = ()) -> list[dict[str, Any]]:
-    config = modelconfig.read_repository_config(models_dir)
-    return [describe_model(models_dir, name, servers=servers) for name in modelconfig.model_names(config)]
+    config = models_config.read_repository_config(models_dir)
+    return [describe_model(models_dir, name, servers=servers) for name in models_config.model_names(config)]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from promotion import gates, probes
+from promotion.gates import GateRefused, GateThresholds, Metrics, WarmupReport
 from tests.conftest import CLASSES
-from training import gates, infra
-from training.gates import GateRefused, GateThresholds, Metrics, WarmupReport
 
 THRESHOLDS = GateThresholds(accuracy_tolerance=0.02, min_class_recall=0.5, min_accuracy=0.7, latency_factor=1.5)
 
@@ -160,8 +160,8 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_in_process_probe_replays_the_exports_warmup_requests(exported_version: Path) -> None:
-    requests = infra.read_warmup_requests(exported_version)
-    report = infra.probe_in_process(exported_version, requests, repeats=1)
+    requests = probes.read_warmup_requests(exported_version)
+    report = probes.probe_in_process(exported_version, requests, repeats=1)
 
     assert len(requests) == 4  # 3 single-image records + 1 batch of all
     assert (report.loaded, report.requests, report.failures) == (True, 4, 0)
@@ -174,7 +174,7 @@ def test_in_process_probe_reports_a_version_that_does_not_load(tmp_path: Path, e
     for path in (broken / "variables").iterdir():
         path.write_bytes(b"not a checkpoint")
 
-    report = infra.probe_in_process(broken, infra.read_warmup_requests(exported_version), repeats=1)
+    report = probes.probe_in_process(broken, probes.read_warmup_requests(exported_version), repeats=1)
     result = gates.check_infra(report, None, THRESHOLDS)
     assert not report.loaded
     assert not result.passed
