@@ -158,6 +158,7 @@ class GatewayCore:
         if not spec.name:
             spec.name = self.default_model()  # the same default model rule as HTTP /predict
         check_predict_names(request)
+        self._prepare_encoded_images(request)
         check_predict_request(
             request,
             max_images=self.settings.max_images_per_request,
@@ -180,6 +181,20 @@ class GatewayCore:
             return await self._predict_and_count(routed_request, routed, timeout_s)
 
         return await self._first_answer(self.routes(target), send)
+
+    def _prepare_encoded_images(self, request: PredictRequest) -> None:
+        """Encoded images as /predict treats them, so every route serves what training accepts: TIFF → PNG (in
+        place), a truncated PNG/JPEG is a 400 naming it."""
+        if INPUT_BYTES not in request.inputs:
+            return
+        tensor = request.inputs[INPUT_BYTES]
+        images = list(tensor.string_val)
+        if len(images) > self.settings.max_images_per_request:
+            return  # check_predict_request refuses it, unconverted
+        prepared = prepare_images(images, [], max_pixels=self.settings.max_image_pixels)
+        if prepared != images:
+            del tensor.string_val[:]
+            tensor.string_val.extend(prepared)
 
     async def model_status(self, request: Any, timeout_s: float) -> Any:
         check_model_spec(request.model_spec)

@@ -1,10 +1,11 @@
-"""/predict accepts what training accepts: TIFF is converted to PNG (as training does), truncated files are refused.
+"""Every predict route accepts what training accepts: TIFF is converted to PNG (as training does), truncated files
+are refused.
 
 Training (`training.data.checks`) reads JPEG/PNG/BMP/GIF/WebP as they are, converts TIFF to 8-bit RGB PNG, and
-refuses a JPEG or PNG whose end marker is missing ("truncated"). The gateway's /predict does the same before images
-join a batch, so a truncated PNG gets a plain 400 naming the image instead of TensorFlow's decoder error, and a
-TIFF that was good enough to train on is good enough to classify. TF Serving's own REST and gRPC routes proxy the
-model's input as it is (a TIFF there is refused with the usual 415).
+refuses a JPEG or PNG whose end marker is missing ("truncated"). The gateway does the same before images join a
+batch (/predict) or go upstream (`image_bytes` of TF Serving's REST `:predict` and gRPC `Predict`), so a truncated PNG
+gets a plain 400 naming the image instead of TensorFlow's decoder error, and a TIFF that was good enough to train on
+is good enough to classify.
 """
 
 from __future__ import annotations

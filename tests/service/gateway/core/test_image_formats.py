@@ -125,3 +125,42 @@ def test_header_check_errors_name_the_multipart_file_and_keep_their_status(make_
     unsupported = upload(client, ppm.getvalue(), "x.ppm", "image/x-portable-pixmap")
     assert unsupported.status_code == 415
     assert unsupported.json()["error"]["message"].startswith("image 0 (x.ppm) is PPM; supported: ")
+
+
+def test_tf_serving_rest_predict_serves_tiff_and_refuses_truncated_images_like_predict(client, fake_upstream):
+    import base64
+
+    def rest(image: bytes):
+        body = {"instances": [{"b64": base64.b64encode(image).decode()}]}
+        return client.post("/v1/models/demo:predict", json=body)
+
+    answered = rest(tiff())
+    assert answered.status_code == 200, answered.text
+    (sent,) = fake_upstream.predict_requests[0].inputs["image_bytes"].string_val
+    assert sent.startswith(b"\x89PNG"), "the model receives the PNG training would have made"
+    image = random_images(1)[0]
+    truncated = rest(image[: len(image) // 2])
+    assert truncated.status_code == 400
+    assert truncated.json() == {"error": "image 0 is a truncated PNG file (its end marker is missing)"}
+    assert len(fake_upstream.predict_requests) == 1, "a truncated image never reaches the model"
+
+
+def test_tf_serving_grpc_predict_serves_tiff_like_predict() -> None:
+    import asyncio
+
+    from tests.service.gateway.in_process import fake_and_gateway, tf_serving_request
+    from tlserve.protocol import prediction_service_pb2_grpc
+
+    async def scenario() -> None:
+        async with fake_and_gateway() as (_, channel, fake, _servicer):
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = await stub.Predict(tf_serving_request([tiff()]), timeout=10)
+            (sent,) = fake.predict_requests[0].inputs["image_bytes"].string_val
+            assert sent.startswith(b"\x89PNG")
+            assert response.outputs["classes"].string_val[0].decode() == image_label(sent)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Predict(tf_serving_request([tiff()[:40]]), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details() == "image 0 is a TIFF that could not be decoded (truncated or corrupt)"
+
+    asyncio.run(scenario())
