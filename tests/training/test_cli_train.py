@@ -109,6 +109,27 @@ def test_train_publishes_a_version_and_evaluate_reads_it_back(
     assert (out / "report.md").read_text().startswith("# Evaluation")
 
 
+def test_train_exits_2_and_publishes_nothing_when_imagenet_weights_cannot_be_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from training.data.sample import SampleSpec, write_sample
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=6, size=36, seed=2))
+    argv = ["train", str(tmp_path / "data"), "--name", "x", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--models-dir", str(tmp_path / "models"), "--image-size", "32", "--epochs", "1", "--json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--weights PATH" in err and "--weights none" in err
+    assert contract.list_versions(tmp_path / "models" / "x") == [], "no version of a model trained on a random base"
+
+
 def test_evaluate_rejects_a_folder_without_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data").mkdir()
     assert main(["evaluate", str(tmp_path), str(tmp_path / "data")]) == 2
