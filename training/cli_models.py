@@ -168,6 +168,7 @@ def move_options(args: argparse.Namespace) -> Any:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from training.audit import describe_version
     from training.promote import move_label
     from training.retention import prune_versions
 
@@ -182,7 +183,7 @@ def _promote(args: argparse.Namespace) -> int:
     if not move.changed:
         print(f"{args.name}: {args.label} already at version {args.version}")
     else:
-        print(f"{args.name}: {args.label} {move.old_version} -> {move.new_version}")
+        print(f"{args.name}: {args.label} {describe_version(move.old_version)} -> {move.new_version}")
     if args.keep > 0:
         deleted = prune_versions(args.models_dir, args.name, keep=args.keep)
         if deleted:
@@ -191,6 +192,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from training.audit import describe_version
     from training.rollback import rollback
 
     options = move_options(args)
@@ -199,7 +201,7 @@ def _rollback(args: argparse.Namespace) -> int:
     finally:
         if options.server is not None:
             options.server.close()
-    print(f"{args.name}: {args.label} rolled back {move.old_version} -> {move.new_version}")
+    print(f"{args.name}: {args.label} rolled back {describe_version(move.old_version)} -> {move.new_version}")
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     train.add_argument("--name", default=argparse.SUPPRESS, help="model name (models/NAME/VERSION)")
     train.add_argument("--models-dir", default=argparse.SUPPRESS, help=f"model repository (env {MODELS_DIR_ENV})")
     add_config_arguments(train)
+    add_promote_arguments(train)
     train.set_defaults(handler=run_train)
 
     evaluate = subparsers.add_parser("evaluate", help="evaluate an exported version on a dataset folder")
@@ -49,6 +50,19 @@ _TRAIN_DOC = (
     "phase 2 fine-tunes the top of the base; then evaluates on the held-out test split and publishes the next "
     "version atomically. Every flag is also a key of the --config TOML file; flags win."
 )
+
+
+def add_promote_arguments(train: argparse.ArgumentParser) -> None:
+    """`--promote` and the server flags of `tlserve promote` (not config keys: they say where, not how to train)."""
+    from training.cli_models import add_server
+
+    train.add_argument(
+        "--promote",
+        action="store_true",
+        help="make the new version stable right away (the two-step move of `tlserve promote`); without it a "
+        "model's first version becomes stable and later ones are published as candidates",
+    )
+    add_server(train)
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -77,15 +91,20 @@ def _require_name_and_data(config: TrainConfig) -> None:
 def run_train(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     _require_name_and_data(config)
+    if args.promote and not args.offline:
+        from training.replicas import check_servers
+
+        check_servers(args.server, all_replicas=args.all_replicas)  # a typo fails before training, not after
     from training.publish import publish_run
     from training.train import train
 
     result = train(config, progress=not config.json)
-    version = publish_run(result, Path(config.models_dir), config.name)
+    models_dir = Path(config.models_dir)
+    version = publish_run(result, models_dir, config.name)
     summary = {
         "model": config.name,
         "version": version,
-        "path": str(Path(config.models_dir) / config.name / str(version)),
+        "path": str(models_dir / config.name / str(version)),
         "run_dir": str(result.run_dir),
         "test_accuracy": result.metrics.get("accuracy"),
         "test_macro_f1": result.metrics.get("macro_f1"),
@@ -93,9 +112,30 @@ def run_train(args: argparse.Namespace) -> int:
         "val_accuracy": result.val_accuracy,
         "skipped_files": result.skipped,
         "duration_s": round(result.duration_s, 1),
+        **promote_published(args, models_dir, config.name, version),
     }
     print(json.dumps(summary, indent=2) if config.json else _train_text(summary))
     return EXIT_OK
+
+
+def promote_published(args: argparse.Namespace, models_dir: Path, name: str, version: int) -> dict[str, Any]:
+    """With --promote, move `stable` to the new version; returns the `stable` and `live` summary keys."""
+    from training.modelconfig import load_model
+    from training.promote import STABLE
+
+    stable = load_model(models_dir, name).labels.get(STABLE)
+    if args.promote and stable != version:
+        from training.cli_models import move_options
+        from training.promote import move_label
+
+        options = move_options(args)
+        try:
+            move_label(models_dir, name, version, options=options, reason="tlserve train --promote")
+        finally:
+            if options.server is not None:
+                options.server.close()
+        stable = version
+    return {"stable": stable, "live": stable == version}
 
 
 def _train_text(summary: dict[str, Any]) -> str:
@@ -104,6 +144,7 @@ def _train_text(summary: dict[str, Any]) -> str:
 
     lines = [
         f"published {summary['model']} version {summary['version']} -> {summary['path']}",
+        _live_line(summary),
         f"test accuracy {number(summary['test_accuracy'])} on {summary['test_examples']} images, "
         f"macro F1 {number(summary['test_macro_f1'])}; validation accuracy {number(summary['val_accuracy'])}",
         f"report: {summary['run_dir']}/report.md ({summary['duration_s']} s)",
@@ -112,6 +153,16 @@ def _train_text(summary: dict[str, Any]) -> str:
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped_files"].items())
         lines.append(f"skipped {sum(summary['skipped_files'].values())} unusable files: {reasons}")
     return "\n".join(lines)
+
+
+def _live_line(summary: dict[str, Any]) -> str:
+    name, version = summary["model"], summary["version"]
+    if summary["live"]:
+        return f"live: {name} stable -> {version} (takes unpinned traffic)"
+    return (
+        f"candidate: unpinned traffic stays on stable version {summary['stable']}; "
+        f"make it live with: tlserve promote {name} {version}"
+    )
 
 
 def resolve_version_dir(path: Path) -> Path:

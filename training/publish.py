@@ -36,7 +36,7 @@ def publish_run(result: TrainResult, models_dir: Path, name: str) -> int:
     staged = new_staging_dir(model_dir)
     try:
         export_run(result, staged)
-        return publish_version(staged, model_dir)
+        return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():  # export failed: the staging dir was never visible as a version
             shutil.rmtree(staged, ignore_errors=True)
@@ -48,10 +48,21 @@ def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
     staged = new_staging_dir(model_dir)
     try:
         shutil.copytree(exported, staged, dirs_exist_ok=True)
-        return publish_version(staged, model_dir)
+        return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
+
+
+def publish_candidate(staged: Path, models_dir: Path, name: str) -> int:
+    """Publish a finished export as the next version; only a model's first version goes live (see training.live)."""
+    from training.live import label_if_first, pin_live_version
+
+    if models_dir.is_dir():
+        pin_live_version(models_dir, name)
+    version = publish_version(staged, models_dir / name)
+    label_if_first(models_dir, name, version)
+    return version
 
 
 def warmup_images(result: TrainResult) -> list[bytes]:

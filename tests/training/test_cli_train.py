@@ -126,7 +126,8 @@ def test_train_exits_2_and_publishes_nothing_when_imagenet_weights_cannot_be_had
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "--weights PATH" in err and "--weights none" in err
+    assert "--weights PATH" in err
+    assert "--weights none" in err
     assert contract.list_versions(tmp_path / "models" / "x") == [], "no version of a model trained on a random base"
 
 
