@@ -223,7 +223,8 @@ def _list(args: argparse.Namespace) -> int:
     for model in models:
         labels = ", ".join(f"{label}={version}" for label, version in sorted(model["labels"].items())) or "-"
         versions = ", ".join(str(version["version"]) for version in model["versions"]) or "-"
-        print(f"{model['name']}: versions {versions}; labels {labels}")
+        live = "-" if model["live"] is None else str(model["live"])
+        print(f"{model['name']}: live {live}; versions {versions}; labels {labels}")
     return EXIT_OK
 
 
@@ -234,13 +235,18 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(model, indent=2))
         return EXIT_OK
-    print(f"{model['name']}  base_path {model['base_path']}  served {model['served'] or 'latest'}")
+    print(
+        f"{model['name']}  base_path {model['base_path']}  served {model['served'] or 'latest'}  live {model['live']}"
+    )
+    print(f"  {'version':>7}  {'live':<4}  {'labels':<14} {'test acc':<8}  {'created':<26} state")
     for version in model["versions"]:
         labels = ",".join(version["labels"]) or "-"
         accuracy = version["metrics"].get("test_accuracy")  # the key training.publish.summary_metrics writes
         shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        live = "yes" if version["live"] else "-"
         print(
-            f"  {version['version']:>4}  {labels:<14} acc {shown:<6} {version['created_at'] or '-':<26} "
+            f"  {version['version']:>7}  {live:<4}  {labels:<14} {shown:<8}  {version['created_at'] or '-':<26} "
             f"{version['state']}"
         )
+    print("  live: the version unpinned requests reach (stable, else the newest served); others are candidates")
     return EXIT_OK

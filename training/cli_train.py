@@ -30,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     evaluate = subparsers.add_parser("evaluate", help="evaluate an exported version on a dataset folder")
     evaluate.add_argument("model_dir", type=Path, help="a version directory (models/NAME/3) or a model (its latest)")
     evaluate.add_argument("data", type=Path, help="dataset folder with one sub-folder per class")
-    evaluate.add_argument("--out", type=Path, help="report directory (default: evaluation/NAME-vVERSION)")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="report directory (default: evaluation/NAME-vVERSION); if it exists, -2, -3, … is appended",
+    )
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=run_evaluate)
@@ -181,8 +185,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     version_dir = resolve_version_dir(args.model_dir)
     if not args.data.is_dir():
         raise ConfigError(f"dataset folder not found: {args.data}")
-    out = args.out or Path("evaluation") / f"{version_dir.parent.name}-v{version_dir.name}"
     from training.evaluate import evaluate_version
+    from training.evaluation_guard import fresh_report_dir
+
+    out = fresh_report_dir(args.out or Path("evaluation") / f"{version_dir.parent.name}-v{version_dir.name}")
 
     metrics = evaluate_version(version_dir, args.data, out, batch_size=args.batch_size)
     if args.json:
