@@ -13,9 +13,11 @@ tlserve data sample "$DEMO_DIR/data" --classes 3 --per-class 60 --size 128 --see
 echo "== 2/4 train and publish -> $MODELS_DIR/demo"
 # ImageNet weights first; where they cannot be had (no network, no Keras cache) `tlserve train` refuses with
 # exit 2, and the demo then chooses a random base explicitly instead of publishing a silently useless model.
+# --promote --offline: a repeated demo serves the version it just trained (later versions are otherwise candidates);
+# no server runs yet, so only models.config is rewritten.
 train_demo() {
   tlserve train "$DEMO_DIR/data" --name demo --models-dir "$MODELS_DIR" --image-size 64 --epochs 5 \
-    --runs-dir "$DEMO_DIR/runs" --weights "$1"
+    --runs-dir "$DEMO_DIR/runs" --weights "$1" --promote --offline
 }
 TRAIN_ERR="$DEMO_DIR/train-imagenet.err"
 mkdir -p "$DEMO_DIR"
