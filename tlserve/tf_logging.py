@@ -41,7 +41,11 @@ def quiet_tensorflow(level: str) -> None:
 def stderr_silenced() -> Iterator[None]:
     """Point fd 2 at /dev/null for the block (C++ writes bypass sys.stderr), then restore it."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a daemon): nothing to silence
+        yield
+        return
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, 2)

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class AuditRecord:
     """One label move. `old_version` is None when the label did not exist before."""
 
-    action: str  # "promote", "rollback", "retrain", "unload", "refused"
+    action: str  # "promote", "rollback", "retrain", "unload", "refused", "publish" (a label set by publishing)
     model: str
     label: str
     old_version: int | None
