@@ -17,9 +17,8 @@ from tlserve.console import EXIT_USAGE, CommandError
 from tlserve.tf_logging import log_level, quiet_tensorflow
 
 COMMAND_MODULES = (
-    "training.cli_data",
-    "training.cli_train",
-    "training.cli_models",
+    "training.cli",
+    "promotion.cli",
     "service.modelserver.cli",
     "service.gateway.cli",
 )

@@ -175,26 +175,26 @@ def evaluate_version(version_dir: Path, data_dir: Path, out_dir: Path, *, batch_
     import tensorflow as tf
 
     from tlserve import contract
-    from training.config import ConfigError
+    from training.config import TrainConfigError
     from training.data import DatasetError, scan_dataset
     from training.data.checks import to_png_bytes
     from training.evaluation_guard import overlap_warning, trained_on
 
     labels_path = version_dir / contract.LABELS_FILE
     if not labels_path.is_file():
-        raise ConfigError(f"{version_dir}: not an exported version (no {contract.LABELS_FILE})")
+        raise TrainConfigError(f"{version_dir}: not an exported version (no {contract.LABELS_FILE})")
     classes = labels_path.read_text(encoding="utf-8").splitlines()
     trained = trained_on(version_dir, data_dir)
     fractions = {key: trained[key] for key in ("val_fraction", "test_fraction") if key in trained} if trained else {}
     try:
         scan = scan_dataset(data_dir, progress=False, **fractions)  # the split the version was trained with
     except DatasetError as exc:
-        raise ConfigError(str(exc)) from None
+        raise TrainConfigError(str(exc)) from None
     unknown = sorted(set(scan.classes) - set(classes))
     if unknown:
-        raise ConfigError(f"{data_dir}: classes the model does not know: {', '.join(unknown)}")
+        raise TrainConfigError(f"{data_dir}: classes the model does not know: {', '.join(unknown)}")
     if not scan.records:
-        raise ConfigError(f"{data_dir}: no usable images")
+        raise TrainConfigError(f"{data_dir}: no usable images")
     signature = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_BYTES]
     labels = np.array([classes.index(scan.classes[r.label]) for r in scan.records])
     batches = []

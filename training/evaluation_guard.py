@@ -9,20 +9,25 @@ from typing import Any
 from tlserve import contract
 
 
-def training_config(version_dir: Path) -> dict[str, Any]:
-    """The train config recorded in the version's metadata.json ({} for a foreign or old export)."""
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    """The version's metadata.json ({} for a foreign export)."""
     try:
         metadata = json.loads((version_dir / contract.METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
-    config = metadata.get("config") if isinstance(metadata, dict) else None
-    return config if isinstance(config, dict) else {}
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def trained_on(version_dir: Path, data_dir: Path) -> dict[str, Any] | None:
-    """The version's train config when `data_dir` is the folder it was trained on, else None."""
-    config = training_config(version_dir)
-    data = config.get("data")
+    """The version's hyper-parameters when `data_dir` is the folder it was trained on, else None.
+
+    The folder is the metadata's `data_dir` (where the run read its images: provenance, not a hyper-parameter);
+    versions published before it existed recorded it as `config.data`.
+    """
+    metadata = read_metadata(version_dir)
+    config = metadata.get("config")
+    config = config if isinstance(config, dict) else {}
+    data = metadata.get("data_dir") or config.get("data")
     if not data or Path(data).resolve() != data_dir.resolve():
         return None
     return config

@@ -4,6 +4,9 @@ The first version of a model becomes `stable` when published. Every later versio
 the entry's `specific` version policy does not list it and no label points at it, so neither the model server
 (which does not load it) nor the gateway's "newest version" fallback can send unpinned traffic to it until a
 promote moves `stable` (`tlserve promote`, `tlserve train --promote`, `tlserve retrain --promote-if-better`).
+
+Publishing only rewrites models.config (under the same lock as a promote) and records the label it set in the
+audit log as a `publish`; moving `stable` on a running server is promotion's two-step move (promotion/promote.py).
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from tlserve import audit
 from tlserve.contract import list_versions
-from training.modelconfig import (
+from tlserve.models_config import (
+    STABLE,
     ServedModel,
+    config_lock,
     config_path,
     get_model,
     load_model,
     read_repository_config,
     resolve_base_path,
+    save_model,
 )
-from training.promote import STABLE, MoveOptions, move_label
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +41,26 @@ def live_version(model: ServedModel, on_disk: list[int]) -> int | None:
     return served[-1] if served else None
 
 
+def stable_version(models_dir: Path, name: str) -> int | None:
+    """The version `stable` points at (None: no label, e.g. a model published before labels existed)."""
+    model = get_model(read_repository_config(models_dir), name)
+    return None if model is None else model.labels.get(STABLE)
+
+
 def pin_live_version(models_dir: Path, name: str) -> int | None:
     """Before a new version appears: label the version served now `stable` if nothing is (returns it, or None).
 
     A model published before labels existed is served under TF Serving's `latest` policy, which would load the
     new version and drop the old one on the next file-system poll; pinning first keeps traffic where it is.
     """
-    model = get_model(read_repository_config(models_dir), name)
-    if model is None or STABLE in model.labels:
-        return None
-    served = live_version(model, list_versions(resolve_base_path(config_path(models_dir), model.base_path)))
-    if served is None:
-        return None
-    move_label(models_dir, name, served, options=MoveOptions(), action=PUBLISH_ACTION, reason="pin the served version")
+    with config_lock(models_dir):
+        model = get_model(read_repository_config(models_dir), name)
+        if model is None or STABLE in model.labels:
+            return None
+        served = live_version(model, list_versions(resolve_base_path(config_path(models_dir), model.base_path)))
+        if served is None:
+            return None
+        _label_stable(models_dir, model, served, reason="pin the served version")
     logger.info("%s: pinned the served version %s as %s before publishing", name, served, STABLE)
     return served
 
@@ -59,7 +72,17 @@ def label_if_first(models_dir: Path, name: str, version: int) -> bool:
     and --allow_version_labels_for_unavailable_models, as `deploy/` runs it; a model server started afterwards
     reads it at start-up, when a label may point at a version that is still loading).
     """
-    if STABLE in load_model(models_dir, name).labels:
-        return False
-    move_label(models_dir, name, version, options=MoveOptions(), action=PUBLISH_ACTION, reason="first version")
+    with config_lock(models_dir):
+        model = load_model(models_dir, name)
+        if STABLE in model.labels:
+            return False
+        _label_stable(models_dir, model, version, reason="first version")
     return True
+
+
+def _label_stable(models_dir: Path, model: ServedModel, version: int, *, reason: str) -> None:
+    """`stable` → `version`, serving exactly the labelled versions; the caller holds the config lock."""
+    labelled = model.with_label(STABLE, version)
+    save_model(models_dir, labelled.with_versions(set(labelled.labels.values())))
+    record = audit.AuditRecord(PUBLISH_ACTION, model.name, STABLE, model.labels.get(STABLE), version, reason=reason)
+    audit.append_record(models_dir, record)

@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from training.callbacks import EpochCheckpoint
+from training.checkpoint import EpochCheckpoint
 from training.config import TrainConfig
 from training.progress import StderrProgress
 

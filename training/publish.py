@@ -9,6 +9,7 @@ from typing import Any
 
 from training.export import ExportSpec, export_saved_model
 from training.repository import new_staging_dir, publish_version
+from training.staging import discard_staging
 from training.train import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def export_run(result: TrainResult, out_dir: Path) -> Path:
         metrics=summary_metrics(result),
         data_fingerprint=result.data_fingerprint,
         config=result.config.to_dict(),
-        extra={"run_dir": str(result.run_dir)},
+        extra={"run_dir": str(result.run_dir), "data_dir": str(Path(result.run.data).resolve())},
     )
     return export_saved_model(result.classifier.model, spec, out_dir, warmup_images=warmup_images(result))
 
@@ -39,7 +40,7 @@ def publish_run(result: TrainResult, models_dir: Path, name: str) -> int:
         return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():  # export failed: the staging dir was never visible as a version
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
 
 
 def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
@@ -51,7 +52,7 @@ def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
         return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
 
 
 def publish_candidate(staged: Path, models_dir: Path, name: str) -> int:

@@ -6,7 +6,6 @@ the comparison is sorted by validation accuracy, never by test accuracy, so the 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import dataclasses
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tlserve.console import EXIT_OK
-from training.config import ConfigError, TrainConfig, build_config, load_toml, normalize_keys
+from training.config import RUN_OPTIONS, RunOptions, TrainConfig, TrainConfigError, build_run, load_toml, normalize_keys
 
 logger = logging.getLogger(__name__)
 
@@ -30,42 +29,46 @@ COLUMNS = ("rank", "run", "val_accuracy", "test_accuracy", "test_macro_f1", "dur
 def grid(sweep_table: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every combination of the table's values (a scalar counts as a one-value list), in file order."""
     table = normalize_keys(sweep_table, source="[sweep]")
+    run_keys = sorted(key for key in table if key in RUN_OPTIONS)
+    if run_keys:
+        raise TrainConfigError(f"[sweep]: {', '.join(run_keys)} cannot vary (run options, not hyper-parameters)")
     keys = list(table)
     values = [value if isinstance(value, list) else [value] for value in table.values()]
     if any(not options for options in values):
-        raise ConfigError("[sweep]: every key needs at least one value")
+        raise TrainConfigError("[sweep]: every key needs at least one value")
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
 
-def sweep_configs(file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> list[TrainConfig]:
-    """One validated config per grid point (all are checked before the first run starts)."""
+def sweep_configs(
+    file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str
+) -> tuple[list[TrainConfig], RunOptions]:
+    """One validated config per grid point (all are checked before the first run starts), and the run options."""
     base_values = {key: value for key, value in file_values.items() if key != "sweep"}
     table = file_values.get("sweep")
     if not isinstance(table, dict) or not table:
-        raise ConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
-    configs = [build_config({**base_values, **point}, overrides, source=source) for point in grid(table)]
-    if any(config.resume for config in configs):
-        raise ConfigError("--resume is not supported in a sweep")
-    return configs
+        raise TrainConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
+    built = [build_run({**base_values, **point}, overrides, source=source) for point in grid(table)]
+    run = built[0][1]
+    if run.resume:
+        raise TrainConfigError("--resume is not supported in a sweep")
+    return [config for config, _ in built], run
 
 
-def run_sweep_command(args: argparse.Namespace) -> int:
-    """Run the grid, print and write the comparison, optionally publish the winner."""
+def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publish_best: bool = False) -> int:
+    """Run the grid of `config_file` (flags in `overrides`), print and write the comparison, maybe publish the best."""
     file_values: dict[str, Any] = {}
     if os.environ.get("TLSERVE_MODELS_DIR"):
         file_values["models_dir"] = os.environ["TLSERVE_MODELS_DIR"]
-    file_values.update(load_toml(args.config))
-    overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
-    configs = sweep_configs(file_values, overrides, str(args.config))
-    first = configs[0]
+    file_values.update(load_toml(config_file))
+    configs, first = sweep_configs(file_values, overrides, str(config_file))
     if not first.data or not first.name:
-        raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
+        raise TrainConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
-    rows = run_grid(configs, sweep_dir, progress=not first.json)
+    rows = run_grid(configs, dataclasses.replace(first, runs_dir=str(sweep_dir)), progress=not first.json)
     write_tables(rows, sweep_dir)
     published = None
-    if args.publish_best and rows:
+    if publish_best and rows:
         from training.publish import publish_exported
 
         published = publish_exported(Path(rows[0]["export_dir"]), Path(first.models_dir), first.name)
@@ -79,8 +82,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool) -> list[dict[str, Any]]:
-    """Train and export every config; rows ranked by validation accuracy, best first (see `rank_rows`)."""
+def run_grid(configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool) -> list[dict[str, Any]]:
+    """Train and export every config (run directories under `run.runs_dir`); rows ranked as `rank_rows` says."""
     import keras
 
     from training.publish import export_run
@@ -91,8 +94,7 @@ def run_grid(configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool)
     with _no_cross_run_retracing_warnings():
         for index, config in enumerate(configs):
             logger.info("sweep run %d/%d", index + 1, len(configs))
-            run_config = dataclasses.replace(config, runs_dir=str(sweep_dir))
-            result = train(run_config, progress=progress)
+            result = train(config, run, progress=progress)
             export_dir = result.run_dir / "export"
             export_dir.mkdir()
             export_run(result, export_dir)

@@ -301,15 +301,15 @@ def test_retrain_cronjob_arguments_parse_with_the_real_cli(
     rendered: dict[str, Path], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CronJob's args are a promoting `tlserve retrain` against TF Serving, writing only to writable mounts."""
+    from promotion import cli
     from tlserve.cli import build_parser
-    from training import cli_models
 
     cronjob = find(load_documents(rendered[overlay]), "CronJob", "retrain-and-promote")
     main = container(cronjob, "retrain")
     for item in main.get("env", []):
         monkeypatch.setenv(item["name"], item["value"])  # argparse defaults read the container's environment
     args = build_parser().parse_args(main["args"])  # SystemExit 2 on any flag tlserve does not know
-    assert args.handler is cli_models._retrain
+    assert args.handler is cli._retrain
     assert (args.data, args.name, args.promote_if_better, args.keep) == (Path("/data"), "demo", True, 5)
     assert (args.offline, args.server, args.all_replicas) == (False, "tfserving-pods:8500", True)
     assert main["securityContext"]["readOnlyRootFilesystem"] is True

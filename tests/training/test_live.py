@@ -9,10 +9,10 @@ import pytest
 
 from service.modelserver.config import aspired_versions
 from tlserve.cli import main
-from training.modelconfig import config_path, get_model, read_config
+from tlserve.models_config import config_path, get_model, read_config
 from training.publish import publish_exported
 
-from .test_cli_train import SMALL_FLAGS
+from .test_cli import SMALL_FLAGS
 
 
 def served_entry(models_dir: Path, name: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.config import ConfigError, TrainConfig
+from training.config import TrainConfig, TrainConfigError
 
 SMALL = dict(weights="none", image_size=32)
 
@@ -63,7 +63,7 @@ def test_unreachable_imagenet_weights_are_a_config_error_naming_the_remedies(mon
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name unknown")
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(TrainConfigError) as raised:
         load_base(TrainConfig(base="mobilenet_v2", weights="imagenet", image_size=32))
     message = str(raised.value)
     assert "\n" not in message
@@ -75,7 +75,7 @@ def test_unreachable_imagenet_weights_are_a_config_error_naming_the_remedies(mon
 def test_weights_path_that_does_not_exist_is_a_config_error(tmp_path) -> None:
     from training.model import load_base
 
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(TrainConfigError, match="no such file"):
         load_base(TrainConfig(weights=str(tmp_path / "missing.weights.h5"), image_size=32))
 
 
@@ -93,9 +93,9 @@ def test_fine_tune_from_block5_unfreezes_only_the_last_vgg16_block(recipe) -> No
 def test_fine_tune_from_an_unknown_layer_is_a_config_error(recipe) -> None:
     from training.model import unfreeze_top
 
-    with pytest.raises(ConfigError, match="no layer"):
+    with pytest.raises(TrainConfigError, match="no layer"):
         unfreeze_top(recipe.base, "block9", "vgg16")
-    with pytest.raises(ConfigError, match="unfreezes nothing"):
+    with pytest.raises(TrainConfigError, match="unfreezes nothing"):
         unfreeze_top(recipe.base, "0", "vgg16")
 
 

@@ -1,0 +1,75 @@
+"""Issue 12 end to end, on a real `tlserve serve` (gateway + embedded model server processes): the decoded-pixel
+budget at both layers, one-line decode errors without graph text, and over-long model names."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import grpc
+import httpx
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from service.client import GRPC_OPTIONS, predict_request
+from tests.conftest import random_images
+from tests.e2e.conftest import MODEL_NAME
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def big_png() -> bytes:
+    """6000x6000 of one colour: 36 Mpx (under the 40 Mpx per-image limit) in about 100 KB."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def grpc_error(target: str, request) -> grpc.RpcError:
+    with grpc.insecure_channel(target, options=GRPC_OPTIONS) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Predict(request, timeout=60)
+    return caught.value
+
+
+def test_two_36_megapixel_pngs_are_refused_from_headers_by_the_gateway_and_the_model_server(gateway, big_png):
+    files = [("files", (f"{index}.png", big_png, "image/png")) for index in range(2)]
+    response = httpx.post(f"{gateway.http_url}/predict", files=files, timeout=60)
+    assert response.status_code == 413
+    assert response.json()["error"]["message"].startswith("the request's images decode to 72000000 pixels")
+    if gateway.model_server_port is None:
+        return  # TF Serving upstream: it has no such budget
+    # The model server is reachable directly, so it keeps the same budget itself.
+    error = grpc_error(gateway.model_server_target, predict_request(MODEL_NAME, [big_png, big_png]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("the request's images decode to 72000000 pixels, more than the per-request")
+
+
+def test_a_truncated_image_is_named_in_one_line_without_graph_text_over_grpc_and_rest(gateway):
+    good, other = random_images(2, seed=11)
+    truncated = other[: len(other) // 2]
+    error = grpc_error(gateway.grpc_target, predict_request(MODEL_NAME, [good, truncated]))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    instances = [{"b64": base64.b64encode(image).decode()} for image in (good, truncated)]
+    rest = httpx.post(f"{gateway.http_url}/v1/models/{MODEL_NAME}:predict", json={"instances": instances}, timeout=60)
+    assert rest.status_code == 400
+    for message in (error.details(), rest.json()["error"]):
+        assert "image 1" in message
+        assert "\n" not in message
+        assert "Graph execution" not in message
+        assert "node" not in message
+
+
+def test_a_20000_character_model_name_is_404_not_429_over_http_and_grpc(gateway):
+    name = "m" * 20_000
+    image = random_images(1)[0]
+    instances = [{"b64": base64.b64encode(image).decode()}]
+    rest = httpx.post(f"{gateway.http_url}/v1/models/{name}:predict", json={"instances": instances}, timeout=60)
+    assert rest.status_code == 404
+    assert "(20000 characters)" in rest.json()["error"]
+    error = grpc_error(gateway.grpc_target, predict_request(name, [image]))
+    assert error.code() == grpc.StatusCode.NOT_FOUND

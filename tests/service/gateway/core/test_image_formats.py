@@ -1,0 +1,127 @@
+"""Issue 9.6/9.7 on /predict: decode failures name the image in plain words; TIFF is served as it is trained on."""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.gateway.core.decode_errors import describe_decode_failure, strip_tf_internals
+from tests.conftest import random_images
+from tests.service.gateway.fakes import corrupt_png, image_label, rpc_error
+
+TF_INTERNALS = ("Graph execution error", "Detected at node", "DecodeImage", "[Op:", "{{node", "File ")
+
+
+def tf_message(reason: str) -> str:
+    """TensorFlow's decoder error as the model server passes it on (captured from tf.io.decode_image in a graph)."""
+    return (
+        "Graph execution error:\n\nDetected at node map/while/decode_image/DecodeImage defined at (most recent call "
+        'last):\n  File "/srv/export.py", line 11, in <module>\n\n  File "/srv/export.py", line 8, in serve\n\n'
+        f"{reason}\n\t [[{{{{node map/while/decode_image/DecodeImage}}}}]] [Op:__inference_serve_59]"
+    )
+
+
+def upload(client, data: bytes, name: str = "a.png", content_type: str = "image/png"):
+    return client.post("/predict", files=[("files", (name, data, content_type))])
+
+
+def test_truncated_png_is_a_plain_400_naming_the_file_and_never_reaches_the_model(client, fake_upstream):
+    image = random_images(1)[0]
+    response = upload(client, image[: len(image) // 2])
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_image",
+        "message": "image 0 (a.png) is a truncated PNG file (its end marker is missing)",
+    }
+    assert fake_upstream.predict_requests == []
+
+
+def test_truncated_jpeg_is_refused_like_training_refuses_it(client):
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buffer, "JPEG")
+    response = upload(client, buffer.getvalue()[:-40], "b.jpg", "image/jpeg")
+    assert response.status_code == 400
+    assert "image 0 (b.jpg) is a truncated JPEG file" in response.json()["error"]["message"]
+
+
+def test_model_decode_error_is_worded_without_tensorflow_internals(client, fake_upstream):
+    fake_upstream.fail_with = rpc_error(grpc.StatusCode.INVALID_ARGUMENT, tf_message("Invalid PNG data, size 6210"))
+    response = upload(client, corrupt_png())
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message == "image 0 (a.png) could not be decoded: its PNG data is truncated or corrupt"
+    assert not [part for part in TF_INTERNALS if part in message]
+
+
+@pytest.mark.parametrize(
+    ("reason", "image_format", "expected"),
+    [
+        ("Invalid PNG data, size 6210", "PNG", "its PNG data is truncated or corrupt"),
+        ("jpeg::Uncompress failed. Invalid JPEG data or crop window.", "JPEG", "its JPEG data is truncated or corrupt"),
+        ("Invalid GIF data (size 26), failed to slurp gif file", "GIF", "its GIF data is truncated or corrupt"),
+        ("Number of channels inherent in the image must be 1, 3 or 4, was 0", "BMP", "its number of colour channels"),
+        ("Unknown image file format. One of JPEG, PNG, GIF, BMP required.", None, "it is not a JPEG, PNG, BMP"),
+        ("something new", "PNG", "its PNG data could not be decoded"),
+    ],
+)
+def test_decode_failures_in_plain_words(reason, image_format, expected):
+    described = describe_decode_failure(tf_message(reason), image_format)
+    assert described.startswith(expected)
+    assert not [part for part in TF_INTERNALS if part in described]
+
+
+def test_other_tensorflow_messages_lose_their_internals():
+    assert strip_tf_internals(tf_message("Input to reshape is a tensor with 12 values")) == (
+        "Input to reshape is a tensor with 12 values"
+    )
+    assert strip_tf_internals("plain words") == "plain words"
+
+
+def tiff(width: int = 24, height: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def test_tiff_is_served_as_training_reads_it(client, fake_upstream):
+    # Training converts TIFF to RGB PNG (training.data.checks.to_png_bytes); /predict refused it with 415.
+    response = upload(client, tiff(), "scan.tif", "image/tiff")
+    assert response.status_code == 200, response.text
+    (sent,) = fake_upstream.predict_requests[0].inputs["image_bytes"].string_val
+    assert sent.startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(sent)) as converted:
+        assert (converted.mode, converted.size) == ("RGB", (24, 16))
+    assert response.json()["predictions"][0]["label"] == image_label(sent)
+
+
+def test_tiff_over_the_pixel_limit_is_413_before_it_is_decoded(make_client):
+    response = upload(make_client(max_image_pixels=100), tiff(), "big.tif", "image/tiff")
+    assert response.status_code == 413
+    assert response.json()["error"]["message"] == (
+        "image 0 (big.tif) is 24x16 = 384 pixels, more than the limit of 100"
+    )
+
+
+def test_a_broken_tiff_is_a_400_naming_it(client):
+    response = upload(client, tiff()[:40], "bad.tif", "image/tiff")
+    assert response.status_code == 400
+    assert (
+        response.json()["error"]["message"]
+        == "image 0 (bad.tif) is a TIFF that could not be decoded (truncated or corrupt)"
+    )
+
+
+def test_header_check_errors_name_the_multipart_file_and_keep_their_status(make_client):
+    client = make_client(max_image_pixels=100)
+    big = upload(client, random_images(1)[0], "big.png")
+    assert big.status_code == 413
+    assert big.json()["error"]["message"].startswith("image 0 (big.png) is ")
+    ppm = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(ppm, "PPM")
+    unsupported = upload(client, ppm.getvalue(), "x.ppm", "image/x-portable-pixmap")
+    assert unsupported.status_code == 415
+    assert unsupported.json()["error"]["message"].startswith("image 0 (x.ppm) is PPM; supported: ")
