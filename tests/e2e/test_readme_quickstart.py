@@ -56,10 +56,8 @@ def test_readme_quickstart_works_verbatim_with_weights_none(tmp_path: Path) -> N
     sh(check)
     assert "live: pets stable -> 1" in sh(f"{train} --weights none")
     assert serve == "tlserve serve"
-    # /healthz, then the model's own status: /readyz still checks the gateway's default model, which becomes "the
-    # only model served" with the gateway half of issue 9; then this can wait on /readyz like a newcomer's curl.
-    with running_serve(work / "models", env=env, ready_route="/healthz") as gateway:
-        wait_available(gateway.http_url, "pets")
+    # Ready as a newcomer (or Kubernetes) would see it: /readyz is 200 once pets, the only model, is AVAILABLE.
+    with running_serve(work / "models", env=env, ready_route="/readyz") as gateway:
         ask = {"TLSERVE_MODEL_SERVER": gateway.model_server_target}
 
         def localize(command: str) -> str:
@@ -74,20 +72,6 @@ def test_readme_quickstart_works_verbatim_with_weights_none(tmp_path: Path) -> N
         assert "pets: stable 1 -> 2" in sh(promote, **ask)
         assert json.loads(sh(localize(curl)))["version"] == 2
 
-
-def wait_available(http_url: str, model: str, timeout_s: float = 240.0) -> None:
-    """Poll TF Serving's REST status of `model` until a version is AVAILABLE."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{http_url}/v1/models/{model}", timeout=10.0)
-        if response.status_code == 200 and "AVAILABLE" in response.text:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{model} not AVAILABLE after {timeout_s:.0f}s")
 
 
 def _pixels_of(png: bytes):
