@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promotion import gates, models_config
+from promotion import gates
 from promotion.gates import GateResult, Metrics
 from promotion.inventory import read_metadata
-from tlserve import contract
+from tlserve import contract, models_config
 from tlserve.console import CommandError
 
 logger = logging.getLogger(__name__)

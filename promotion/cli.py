@@ -1,4 +1,8 @@
-"""`tlserve models list|show|gc`, `promote`, `rollback`, `retrain` (registered by tlserve.cli)."""
+"""`tlserve models list|show|gc`, `promote`, `rollback`, `retrain`, and `train --promote` (registered by tlserve.cli).
+
+`train` itself is training's command (training/cli.py, registered first); this module adds `--promote` and the
+server flags to it and wraps its handler, so the training pipeline never imports the lifecycle.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _register_promote(subparsers)
     _register_rollback(subparsers)
     _register_retrain(subparsers)
+    _extend_train(subparsers)
 
 
 def add_models_dir(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +216,46 @@ def server_targets(args: argparse.Namespace) -> list[str]:
         return []
 
 
+def _extend_train(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """`tlserve train --promote [--server ...|--offline]`: train, publish, then move `stable` to the new version."""
+    train = subparsers.choices.get("train")
+    if train is None:
+        return
+    train.add_argument(
+        "--promote",
+        action="store_true",
+        help="make the new version stable right away (the two-step move of `tlserve promote`); without it a "
+        "model's first version becomes stable and later ones are published as candidates",
+    )
+    add_server(train)
+    train.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.cli import run_train
+
+    if not args.promote:
+        return run_train(args)
+
+    def check() -> None:  # a typo in --server fails before training, not after
+        if not args.offline:
+            from promotion.replicas import check_servers
+
+            check_servers(args.server, all_replicas=args.all_replicas)
+
+    def promote(models_dir: Path, name: str, version: int) -> None:
+        from promotion.promote import move_label
+
+        options = move_options(args)
+        try:
+            move_label(models_dir, name, version, options=options, reason="tlserve train --promote")
+        finally:
+            if options.server is not None:
+                options.server.close()
+
+    return run_train(args, before=check, after_publish=promote)
+
+
 def move_options(args: argparse.Namespace) -> Any:
     """MoveOptions for one command or one retrain move; with --all-replicas the names are resolved now."""
     from promotion.promote import MoveOptions
@@ -231,6 +276,7 @@ def move_options(args: argparse.Namespace) -> Any:
 def _promote(args: argparse.Namespace) -> int:
     from promotion.promote import move_label
     from promotion.retention import prune_versions
+    from tlserve.audit import describe_version
 
     options = move_options(args)
     try:
@@ -243,7 +289,7 @@ def _promote(args: argparse.Namespace) -> int:
     if not move.changed:
         print(f"{args.name}: {args.label} already at version {args.version}")
     else:
-        print(f"{args.name}: {args.label} {move.old_version} -> {move.new_version}")
+        print(f"{args.name}: {args.label} {describe_version(move.old_version)} -> {move.new_version}")
     if args.keep > 0:
         deleted = prune_versions(args.models_dir, args.name, keep=args.keep)
         if deleted:
@@ -253,6 +299,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     from promotion.rollback import rollback
+    from tlserve.audit import describe_version
 
     options = move_options(args)
     try:
@@ -260,7 +307,7 @@ def _rollback(args: argparse.Namespace) -> int:
     finally:
         if options.server is not None:
             options.server.close()
-    print(f"{args.name}: {args.label} rolled back {move.old_version} -> {move.new_version}")
+    print(f"{args.name}: {args.label} rolled back {describe_version(move.old_version)} -> {move.new_version}")
     return EXIT_OK
 
 
@@ -332,7 +379,8 @@ def _list(args: argparse.Namespace) -> int:
     for model in models:
         labels = ", ".join(f"{label}={version}" for label, version in sorted(model["labels"].items())) or "-"
         versions = ", ".join(str(version["version"]) for version in model["versions"]) or "-"
-        print(f"{model['name']}: versions {versions}; labels {labels}")
+        live = "-" if model["live"] is None else str(model["live"])
+        print(f"{model['name']}: live {live}; versions {versions}; labels {labels}")
     return EXIT_OK
 
 
@@ -360,13 +408,18 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(model, indent=2))
         return EXIT_OK
-    print(f"{model['name']}  base_path {model['base_path']}  served {model['served'] or 'latest'}")
+    print(
+        f"{model['name']}  base_path {model['base_path']}  served {model['served'] or 'latest'}  live {model['live']}"
+    )
+    print(f"  {'version':>7}  {'live':<4}  {'labels':<14} {'test acc':<8}  {'created':<26} state")
     for version in model["versions"]:
         labels = ",".join(version["labels"]) or "-"
         accuracy = version["metrics"].get("test_accuracy")  # the key training.publish.summary_metrics writes
         shown = "-" if accuracy is None else f"{accuracy:.3f}"
+        live = "yes" if version["live"] else "-"
         print(
-            f"  {version['version']:>4}  {labels:<14} acc {shown:<6} {version['created_at'] or '-':<26} "
+            f"  {version['version']:>7}  {live:<4}  {labels:<14} {shown:<8}  {version['created_at'] or '-':<26} "
             f"{version['state']}"
         )
+    print("  live: the version unpinned requests reach (stable, else the newest served); others are candidates")
     return EXIT_OK

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from promotion import models_config
 from promotion.client import ServerError
+from tlserve import models_config
 from tlserve.contract import METADATA_FILE, list_versions
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,17 @@ def _replica_states(servers: Sequence[str], name: str) -> dict[str, dict[int, st
 def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) -> dict[str, Any]:
     """One model as plain data (JSON-ready); with several servers, each version also lists `replica_states`."""
     from promotion.replicas import merge_states
+    from training.live import live_version
 
     model = models_config.load_model(models_dir, name)
     base = models_config.resolve_base_path(models_config.config_path(models_dir), model.base_path)
     per_replica = _replica_states(servers, name)
     states = None if per_replica is None else merge_states(list(per_replica.values()))
     served = set(model.versions) or set(list_versions(base)[-1:])
+    on_disk = list_versions(base)
+    live = live_version(model, on_disk)
     versions = []
-    for version in list_versions(base):
+    for version in on_disk:
         metadata = read_metadata(base / str(version))
         if states is not None:
             state = states.get(version, "not loaded")
@@ -61,6 +64,7 @@ def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) 
             "metrics": metadata.get("metrics", {}),
             "created_at": metadata.get("created_at"),
             "state": state,
+            "live": version == live,
         }
         if per_replica is not None and len(per_replica) > 1:
             row["replica_states"] = {target: found.get(version, "not loaded") for target, found in per_replica.items()}
@@ -70,6 +74,7 @@ def describe_model(models_dir: Path, name: str, *, servers: Sequence[str] = ()) 
         "base_path": model.base_path,
         "served": sorted(model.versions),
         "labels": dict(model.labels),
+        "live": live,
         "versions": versions,
     }
 

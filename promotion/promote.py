@@ -11,19 +11,24 @@ ones that already moved back where the others are (see docs/promotion.md, "Sever
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promotion import audit, replicas
+from promotion import replicas
 from promotion.client import ServerError, ServingClient
-from promotion.models_config import (
+from tlserve import audit
+from tlserve.console import CommandError, Refused
+from tlserve.contract import list_versions
+from tlserve.models_config import (
+    CANARY,
+    STABLE,
     ServedModel,
     absolute_config,
+    config_lock,
     config_path,
     load_model,
     read_repository_config,
@@ -31,15 +36,8 @@ from promotion.models_config import (
     version_path,
     write_config,
 )
-from tlserve.console import CommandError, Refused
-from tlserve.contract import list_versions
-from training.repository import file_lock
 
 logger = logging.getLogger(__name__)
-
-STABLE = "stable"
-CANARY = "canary"
-_LOCK_FILE = ".promote.lock"
 
 
 @dataclass(frozen=True)
@@ -65,18 +63,6 @@ class Move:
     metrics: Mapping[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def promotion_lock(models_dir: Path) -> Iterator[None]:
-    """One label move at a time per repository (a second promote waits, it does not interleave configs).
-
-    The repository must exist: a mistyped --models-dir is an error, not a new empty repository.
-    """
-    if not models_dir.is_dir():
-        raise CommandError(f"model repository not found: {models_dir}")
-    with file_lock(models_dir / _LOCK_FILE):
-        yield
-
-
 def move_label(
     models_dir: Path,
     name: str,
@@ -94,7 +80,7 @@ def move_label(
     unloaded: a failure or a kill during the unload cannot lose the record of a move that happened.
     """
     _require_version(models_dir, name, version)  # before the lock: a missing repository is never created
-    with promotion_lock(models_dir):
+    with config_lock(models_dir):
         before = load_model(models_dir, name)
         _require_version(models_dir, name, version)
         old = before.labels.get(label)
@@ -258,7 +244,7 @@ def drop_label(
     models_dir: Path, name: str, label: str, *, options: MoveOptions = MoveOptions(), reason: str = ""
 ) -> int | None:
     """Remove `label` (e.g. a refused canary) and stop serving versions nothing else uses; returns its version."""
-    with promotion_lock(models_dir):
+    with config_lock(models_dir):
         before = load_model(models_dir, name)
         old = before.labels.get(label)
         if old is None:

@@ -6,16 +6,15 @@ import shutil
 import time
 from pathlib import Path
 
-from promotion import audit
-from promotion.models_config import load_model, version_path
-from promotion.promote import STABLE, promotion_lock
+from tlserve import audit
 from tlserve.contract import list_versions
+from tlserve.models_config import STABLE, config_lock, load_model, version_path
 
 
 def prune_versions(models_dir: Path, name: str, *, keep: int) -> list[int]:
     """Delete old versions from disk, keeping the newest `keep`, every labelled or served version, and the
     version a rollback would return to. Returns the deleted versions."""
-    with promotion_lock(models_dir):
+    with config_lock(models_dir):
         model = load_model(models_dir, name)
         base = version_path(models_dir, model, 0).parent
         on_disk = list_versions(base)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promotion import audit, gates, probes
+from promotion import gates, probes
 from promotion.candidate import Baseline, describe, evaluate_on_holdout, find_baseline, retrain_config, warm_train
 from promotion.gates import GateRefused, GateResult, GateThresholds, Metrics, WarmupReport
-from promotion.models_config import load_model
-from promotion.promote import CANARY, STABLE, MoveOptions, drop_label, move_label
+from promotion.promote import MoveOptions, drop_label, move_label
 from promotion.retention import prune_versions
+from tlserve import audit
 from tlserve.console import CommandError, Refused
+from tlserve.models_config import CANARY, STABLE, load_model
 
 logger = logging.getLogger(__name__)
 

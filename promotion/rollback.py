@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from promotion import audit
-from promotion.models_config import load_model
-from promotion.promote import STABLE, Move, MoveOptions, move_label
+from promotion.promote import Move, MoveOptions, move_label
+from tlserve import audit
 from tlserve.console import CommandError, Refused
+from tlserve.models_config import STABLE, load_model
 
 
 def rollback_target(models_dir: Path, name: str, label: str = STABLE) -> tuple[int, int]:

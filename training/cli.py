@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     evaluate = subparsers.add_parser("evaluate", help="evaluate an exported version on a dataset folder")
     evaluate.add_argument("model_dir", type=Path, help="a version directory (models/NAME/3) or a model (its latest)")
     evaluate.add_argument("data", type=Path, help="dataset folder with one sub-folder per class")
-    evaluate.add_argument("--out", type=Path, help="report directory (default: evaluation/NAME-vVERSION)")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        help="report directory (default: evaluation/NAME-vVERSION); if it exists, -2, -3, … is appended",
+    )
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(handler=run_evaluate)
@@ -158,14 +163,31 @@ def _require_name_and_data(run: RunOptions) -> None:
         raise TrainConfigError(f"--name {run.name!r}: use letters, digits, '_', '.', '-'")
 
 
-def run_train(args: argparse.Namespace) -> int:
+AfterPublish = Callable[[Path, str, int], None]
+
+
+def run_train(
+    args: argparse.Namespace, *, before: Callable[[], None] | None = None, after_publish: AfterPublish | None = None
+) -> int:
+    """Train, publish (a model's first version becomes stable, later ones are candidates: training/live.py), print.
+
+    `before` runs once the arguments are checked and `after_publish(models_dir, name, version)` once the version
+    is on disk: `tlserve train --promote` (promotion/cli.py) moves `stable` there on the running servers.
+    """
     config, run = train_config_from_args(args)
     _require_name_and_data(run)
+    if before is not None:
+        before()
+    from training.live import stable_version
     from training.publish import publish_run
     from training.train import train
 
     result = train(config, run, progress=not run.json)
-    version = publish_run(result, Path(run.models_dir), run.name)
+    models_dir = Path(run.models_dir)
+    version = publish_run(result, models_dir, run.name)
+    if after_publish is not None:
+        after_publish(models_dir, run.name, version)
+    stable = stable_version(models_dir, run.name)
     summary = {
         "model": run.name,
         "version": version,
@@ -177,6 +199,8 @@ def run_train(args: argparse.Namespace) -> int:
         "val_accuracy": result.val_accuracy,
         "skipped_files": result.skipped,
         "duration_s": round(result.duration_s, 1),
+        "stable": stable,
+        "live": stable == version,
     }
     print(json.dumps(summary, indent=2) if run.json else _train_text(summary))
     return EXIT_OK
@@ -188,6 +212,7 @@ def _train_text(summary: dict[str, Any]) -> str:
 
     lines = [
         f"published {summary['model']} version {summary['version']} -> {summary['path']}",
+        _live_line(summary),
         f"test accuracy {number(summary['test_accuracy'])} on {summary['test_examples']} images, "
         f"macro F1 {number(summary['test_macro_f1'])}; validation accuracy {number(summary['val_accuracy'])}",
         f"report: {summary['run_dir']}/report.md ({summary['duration_s']} s)",
@@ -196,6 +221,16 @@ def _train_text(summary: dict[str, Any]) -> str:
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped_files"].items())
         lines.append(f"skipped {sum(summary['skipped_files'].values())} unusable files: {reasons}")
     return "\n".join(lines)
+
+
+def _live_line(summary: dict[str, Any]) -> str:
+    name, version = summary["model"], summary["version"]
+    if summary["live"]:
+        return f"live: {name} stable -> {version} (takes unpinned traffic)"
+    return (
+        f"candidate: unpinned traffic stays on stable version {summary['stable']}; "
+        f"make it live with: tlserve promote {name} {version}"
+    )
 
 
 def resolve_version_dir(path: Path) -> Path:
@@ -214,8 +249,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     version_dir = resolve_version_dir(args.model_dir)
     if not args.data.is_dir():
         raise TrainConfigError(f"dataset folder not found: {args.data}")
-    out = args.out or Path("evaluation") / f"{version_dir.parent.name}-v{version_dir.name}"
     from training.evaluate import evaluate_version
+    from training.evaluation_guard import fresh_report_dir
+
+    out = fresh_report_dir(args.out or Path("evaluation") / f"{version_dir.parent.name}-v{version_dir.name}")
 
     metrics = evaluate_version(version_dir, args.data, out, batch_size=args.batch_size)
     if args.json:

@@ -52,7 +52,10 @@ def _batch(elements: Any, count: int, config: TrainConfig, *, shuffle: bool, aug
 
 def extract_features(feature_extractor: Any, dataset: Any, *, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Run the frozen base once over a (pixels, labels) dataset; returns features and labels as arrays."""
-    features = feature_extractor.predict(dataset.map(lambda x, y: x), verbose=1 if progress else 0)
+    from training.progress import StderrProgress
+
+    callbacks = [StderrProgress("base features")] if progress else []
+    features = feature_extractor.predict(dataset.map(lambda x, y: x), verbose=0, callbacks=callbacks)
     labels = np.concatenate([y.numpy() for _, y in dataset]) if features.shape[0] else np.zeros(0, np.int32)
     return np.asarray(features, np.float32), labels.astype(np.int32)
 

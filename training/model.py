@@ -60,7 +60,10 @@ class Classifier:
 
 
 def load_base(config: TrainConfig) -> Any:
-    """The pretrained base without its top; falls back to random weights where ImageNet cannot be downloaded."""
+    """The pretrained base without its top; weights that cannot be had are an error, never a silent fallback.
+
+    A random base trains a head on noise and scores near chance, so it is only ever used on request (`--weights none`).
+    """
     constructor = getattr(keras.applications, BASE_CONSTRUCTORS[config.base])
     shape = (config.image_size, config.image_size, 3)
     weights = config.weights
@@ -73,9 +76,16 @@ def load_base(config: TrainConfig) -> Any:
     try:
         return constructor(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as exc:  # keras raises a bare Exception for a failed download
-        reason = _short_reason(exc)
-        logger.warning("ImageNet weights could not be downloaded (%s); continuing with weights=None", reason)
-        return constructor(include_top=False, weights=None, input_shape=shape)
+        raise TrainConfigError(weights_unavailable_message(config.base, _short_reason(exc))) from exc
+
+
+def weights_unavailable_message(base: str, reason: str) -> str:
+    """One line naming the three ways out of a failed ImageNet download."""
+    return (
+        f"ImageNet weights for {base} could not be downloaded ({reason}); give a weights file with "
+        "--weights PATH, pre-fill the Keras cache (~/.keras/models, or $KERAS_HOME/models), "
+        "or train a random base explicitly with --weights none"
+    )
 
 
 def _short_reason(exc: Exception) -> str:

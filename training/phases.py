@@ -143,5 +143,5 @@ def _fit(
         class_weight=class_weight,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself (seeded, identical on both phase-1 paths)
-        verbose=1 if progress else 0,
+        verbose=0,  # progress goes to stderr (training.progress, one of `callbacks`)
     )

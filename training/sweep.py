@@ -6,6 +6,7 @@ the comparison is sorted by validation accuracy, never by test accuracy, so the 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -13,7 +14,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publis
 
 
 def run_grid(configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool) -> list[dict[str, Any]]:
-    """Train and export every config (run directories under `run.runs_dir`); rows sorted by validation accuracy."""
+    """Train and export every config (run directories under `run.runs_dir`); rows ranked as `rank_rows` says."""
     import keras
 
     from training.publish import export_run
@@ -90,18 +91,52 @@ def run_grid(configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool)
 
     varying = {key for key in TrainConfig.__dataclass_fields__ if len({str(getattr(c, key)) for c in configs}) > 1}
     rows = []
-    for index, config in enumerate(configs):
-        logger.info("sweep run %d/%d", index + 1, len(configs))
-        result = train(config, run, progress=progress)
-        export_dir = result.run_dir / "export"
-        export_dir.mkdir()
-        export_run(result, export_dir)
-        rows.append(_row(index, config, result, export_dir, varying))
-        keras.backend.clear_session()  # free the finished run's graph before the next one
-    rows.sort(key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), row["duration_s"]))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
+    with _no_cross_run_retracing_warnings():
+        for index, config in enumerate(configs):
+            logger.info("sweep run %d/%d", index + 1, len(configs))
+            result = train(config, run, progress=progress)
+            export_dir = result.run_dir / "export"
+            export_dir.mkdir()
+            export_run(result, export_dir)
+            rows.append(_row(index, config, result, export_dir, varying))
+            keras.backend.clear_session()  # free the finished run's graph before the next one
+    return rank_rows(rows)
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best validation accuracy first; equal accuracies share a rank and keep grid order (never wall-clock time,
+    which would pick a tie's winner by machine load). --publish-best takes the first row."""
+    rows = sorted(
+        rows, key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), int(row["run"][3:]))
+    )
+    for position, row in enumerate(rows, start=1):
+        previous = rows[position - 2] if position > 1 else None
+        tied = previous is not None and previous["val_accuracy"] == row["val_accuracy"]
+        row["rank"] = previous["rank"] if previous is not None and tied else position
     return rows
+
+
+class _CrossRunRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning, which is a false alarm between sweep runs.
+
+    TensorFlow counts traces per Python code object, and every Keras model's step functions share theirs, so
+    each fresh model of a new run (traced at most twice per function: Keras uses reduce_retracing) adds to one
+    counter and trips the warning from the second or third run, although building new models is what a sweep is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_cross_run_retracing_warnings() -> Iterator[None]:
+    tf_logger = logging.getLogger("tensorflow")
+    retracing = _CrossRunRetracing()
+    tf_logger.addFilter(retracing)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(retracing)
 
 
 def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying: set[str]) -> dict[str, Any]:

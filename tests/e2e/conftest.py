@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promotion import models_config
-from promotion.models_config import ServedModel
 from tests.support.gateway import ServeProcess, running_serve
+from tlserve import models_config
+from tlserve.models_config import ServedModel
 from tlserve.processes import LOOPBACK, free_port, stop_process
 
 MODEL_NAME = "demo"

@@ -18,14 +18,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from promotion import audit, models_config
 from promotion.client import ModelServerClient
-from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, move_label
 from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
-from tlserve import processes
+from tlserve import audit, models_config, processes
+from tlserve.models_config import ServedModel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from promotion import audit
 from promotion.promote import MoveOptions, move_label
 from promotion.replicas import connect
 from promotion.rollback import rollback
@@ -31,6 +30,7 @@ from tests.e2e.test_promotion import (
 )
 from tests.support.gateway import ServeProcess, running_serve
 from tests.support.modelserver import ModelServerProcess
+from tlserve import audit
 from tlserve.processes import LOOPBACK, free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -7,9 +7,10 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from promotion import models_config, replicas
+from promotion import replicas
 from promotion.client import ModelServerClient
 from tests.promotion.promote_fakes import FakeModelService, start_fake
+from tlserve import models_config
 
 
 class Refusing(FakeModelService):

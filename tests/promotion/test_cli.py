@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from promotion import audit, models_config
-from promotion.models_config import ServedModel
 from tests.conftest import CLASSES
 from tests.promotion.promote_fakes import FakeModelService, start_fake
+from tlserve import audit, models_config
 from tlserve.cli import main
 from tlserve.contract import METADATA_FILE
+from tlserve.models_config import ServedModel
 
 
 def write_real_metadata(version_dir: Path, accuracy: float, created_at: str) -> None:
@@ -50,7 +50,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_models_list_shows_versions_and_labels(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "models", "list", "--models-dir", str(repo))
     assert code == 0
-    assert out.strip() == "demo: versions 1, 2, 3; labels stable=1"
+    assert out.strip() == "demo: live 1; versions 1, 2, 3; labels stable=1"
 
 
 def test_models_show_json_has_metrics_creation_time_and_state(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -59,6 +59,7 @@ def test_models_show_json_has_metrics_creation_time_and_state(repo: Path, capsys
 
     assert code == 0
     assert shown["labels"] == {"stable": 1}
+    assert shown["live"] == 1
     first, second = shown["versions"][:2]
     assert first["metrics"]["test_accuracy"] == 0.81
     assert {key: value for key, value in first.items() if key != "metrics"} == {
@@ -66,17 +67,45 @@ def test_models_show_json_has_metrics_creation_time_and_state(repo: Path, capsys
         "labels": ["stable"],
         "created_at": "2026-11-01T10:00:00+00:00",
         "state": "configured",
+        "live": True,
     }
     assert second["state"] == "on disk"
+    assert second["live"] is False
 
 
-def test_models_show_prints_each_versions_test_accuracy(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_show_prints_a_header_and_which_version_is_live(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "models", "show", "demo", "--models-dir", str(repo))
 
     assert code == 0
-    rows = [line.split() for line in out.splitlines()[1:]]
-    assert [row[:4] for row in rows] == [["1", "stable", "acc", "0.810"], ["2", "-", "acc", "0.860"],
-                                         ["3", "-", "acc", "0.900"]]  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].endswith("live 1")
+    assert lines[1].split() == ["version", "live", "labels", "test", "acc", "created", "state"]
+    rows = [line.split() for line in lines[2:5]]
+    assert [row[:4] for row in rows] == [["1", "yes", "stable", "0.810"], ["2", "-", "-", "0.860"],
+                                         ["3", "-", "-", "0.900"]]  # fmt: skip
+
+
+def test_models_list_says_the_newest_served_version_is_live_without_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    for version in (1, 2):
+        write_real_metadata(models / "demo" / str(version), 0.5, "2026-11-01T10:00:00+00:00")
+    models_config.save_model(models, ServedModel("demo", "demo", (1,), {}))
+    code, out, _ = run(capsys, "models", "list", "--models-dir", str(models))
+    assert code == 0
+    assert out.strip() == "demo: live 1; versions 1, 2; labels -"
+
+
+def test_promote_of_a_model_without_the_label_prints_none_not_python_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    write_real_metadata(models / "demo" / "1", 0.5, "2026-11-01T10:00:00+00:00")
+    code, out, err = run(capsys, "promote", "demo", "1", "--models-dir", str(models), "--offline")
+    assert code == 0
+    assert out.strip() == "demo: stable (none) -> 1"
+    assert "None" not in err
 
 
 def test_models_show_asks_the_model_server_for_states(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,10 +120,10 @@ def test_models_show_asks_the_model_server_for_states(repo: Path, capsys: pytest
         server.stop(None)
 
     assert code == 0
-    lines = out.splitlines()
-    assert lines[1].split()[-1] == "AVAILABLE"
-    assert lines[2].split()[-2:] == ["not", "loaded"]
-    assert lines[3].split()[-1] == "LOADING"
+    lines = out.splitlines()[2:]  # after the model line and the column headers
+    assert lines[0].split()[-1] == "AVAILABLE"
+    assert lines[1].split()[-2:] == ["not", "loaded"]
+    assert lines[2].split()[-1] == "LOADING"
 
 
 def test_models_dir_defaults_to_the_environment(
@@ -103,7 +132,7 @@ def test_models_dir_defaults_to_the_environment(
     monkeypatch.setenv("TLSERVE_MODELS_DIR", str(repo))
     code, out, _ = run(capsys, "models", "list")
     assert code == 0
-    assert out.startswith("demo: versions 1, 2, 3")
+    assert out.startswith("demo: live 1; versions 1, 2, 3")
 
 
 def test_offline_promote_prints_the_move_and_rewrites_the_config(

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from promotion import audit, models_config
 from promotion.client import ModelServerClient, ServerError
-from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, drop_label, move_label
 from promotion.retention import prune_versions
 from promotion.rollback import rollback
 from tests.promotion.promote_fakes import FakeModelService, start_fake
+from tlserve import audit, models_config
 from tlserve.console import CommandError, Refused
+from tlserve.models_config import ServedModel
 
 
 @pytest.fixture

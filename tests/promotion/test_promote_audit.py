@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from promotion import audit
-from promotion.audit import AuditRecord
+from tlserve import audit
+from tlserve.audit import AuditRecord
 
 
 def test_record_is_stamped_with_who_and_when(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

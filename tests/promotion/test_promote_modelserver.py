@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from promotion import audit, models_config
 from promotion.client import ModelServerClient
-from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, move_label
 from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.promotion.promote_fakes import FakeModelService, start_fake
 from tests.support.modelserver import predict_request, running_model_server
+from tlserve import audit, models_config
+from tlserve.models_config import ServedModel
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_promote_and_rollback_against_tensorflow_serving(repo: Path, tmp_path: P
 
     port = free_port()
     # TF Serving refuses relative base paths (ValidateModelConfigList): give it an absolute copy, as start.sh does.
-    from promotion.models_config import absolute_config, read_config, write_config
+    from tlserve.models_config import absolute_config, read_config, write_config
 
     startup_config = tmp_path / "models.config"
     write_config(startup_config, absolute_config(read_config(repo / "models.config"), repo))

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from promotion import audit, models_config, replicas
+from promotion import replicas
 from promotion.client import ModelServerClient, ServerError
-from promotion.models_config import ServedModel
 from promotion.promote import MoveOptions, drop_label, move_label
 from tests.conftest import random_images
 from tests.promotion.promote_fakes import FakeModelService
 from tests.promotion.replica_fakes import Refusing, fake_getaddrinfo, fake_group
 from tests.support.modelserver import free_port, predict_request, running_model_server
+from tlserve import audit, models_config
 from tlserve.cli import main
 from tlserve.console import CommandError
+from tlserve.models_config import ServedModel
 
 IMAGES = random_images(1, seed=7)
 WAIT_TIMEOUT_S = 60.0

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from promotion import audit, models_config
 from promotion.promote import MoveOptions
 from tests.training.small import small_run
+from tlserve import audit, models_config
 from tlserve.cli import main
 
 pytestmark = pytest.mark.slow

@@ -40,8 +40,8 @@ def test_a_repository_without_models_config_serves_every_visible_folder_with_a_v
 
 
 def test_promotion_and_the_model_server_agree_on_the_default_models(tmp_path: Path) -> None:
-    from promotion.models_config import model_names, read_repository_config
     from service.modelserver.config import models_dir_config
+    from tlserve.models_config import model_names, read_repository_config
 
     for name in ("demo", "other", ".hidden", "empty"):
         (tmp_path / name).mkdir()

@@ -20,7 +20,7 @@ THIN_FOLDERS = ("tlserve", "service/gateway", "promotion")
 THIN_FILES = ("service/client.py",)
 # training/ modules the thin commands load (their flags, the repository lock, staging gc): thin, unlike the
 # rest of the training pipeline, which imports TensorFlow inside its functions or at the top.
-THIN_TRAINING_MODULES = ("cli", "config", "repository", "staging")
+THIN_TRAINING_MODULES = ("cli", "config", "live", "repository", "staging")
 GENERATED = REPO / "tlserve" / "protos"
 # Modules that run a model, with why. A file listed here may import TensorFlow anywhere in it.
 ALLOWED_FILES: dict[str, str] = {}

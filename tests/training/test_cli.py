@@ -126,6 +126,60 @@ def test_train_publishes_a_version_and_evaluate_reads_it_back(
     assert (out / "report.md").read_text().startswith("# Evaluation")
 
 
+def test_train_exits_2_and_publishes_nothing_when_imagenet_weights_cannot_be_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import keras
+
+    from training.data.sample import SampleSpec, write_sample
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=6, size=36, seed=2))
+    argv = ["train", str(tmp_path / "data"), "--name", "x", "--runs-dir", str(tmp_path / "runs")]
+    argv += ["--models-dir", str(tmp_path / "models"), "--image-size", "32", "--epochs", "1", "--json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--weights PATH" in err
+    assert "--weights none" in err
+    assert contract.list_versions(tmp_path / "models" / "x") == [], "no version of a model trained on a random base"
+
+
+def test_evaluate_on_the_training_folder_warns_and_never_overwrites_a_report(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+
+    from training.data.sample import SampleSpec, write_sample
+
+    write_sample(tmp_path / "data", SampleSpec(classes=3, per_class=8, size=36, seed=2))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "data", "--name", "shapes", "--runs-dir", "runs", "--models-dir", "models", "--json"]
+    assert main([*argv, *SMALL_FLAGS]) == 0
+    held_out = json.loads(capsys.readouterr().out)["test_examples"]
+
+    for _ in range(2):
+        assert main(["evaluate", "models/shapes", str(tmp_path / "data"), "--json"]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert metrics["seen_in_training"] == metrics["examples"] - held_out > 0
+    assert (tmp_path / "evaluation" / "shapes-v1" / "report.md").is_file()
+    assert (tmp_path / "evaluation" / "shapes-v1-2" / "report.md").is_file(), "the second run must not overwrite"
+    assert "are in the train/val split" in caplog.text
+
+    caplog.clear()
+    shutil.copytree(tmp_path / "data", tmp_path / "new-images")
+    assert main(["evaluate", "models/shapes", "new-images", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["seen_in_training"] == 0
+    assert "train/val split" not in caplog.text, "another folder is not known to overlap"
+
+
 def test_evaluate_rejects_a_folder_without_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "data").mkdir()
     assert main(["evaluate", str(tmp_path), str(tmp_path / "data")]) == 2

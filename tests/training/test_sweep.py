@@ -63,7 +63,7 @@ def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
         {"learning_rate": 0.01},
         {"learning_rate": 0.0001},
     ]
-    assert runs == sorted(runs, key=lambda run: (-run["val_accuracy"], run["duration_s"]))  # ranking: see below
+    assert runs == sorted(runs, key=lambda run: (-run["val_accuracy"], run["run"]))  # ties in grid order: see below
     assert output["published_version"] == 1
     assert list_versions(tmp_path / "models" / "swept") == [1]
     published = json.loads((tmp_path / "models" / "swept" / "1" / "assets.extra" / "metadata.json").read_text())
@@ -75,7 +75,7 @@ def test_sweep_compares_runs_by_validation_accuracy_and_publishes_the_best(
     assert (sweep_dir / "sweep.md").read_text().startswith("| rank | run | val acc")
 
 
-def test_runs_rank_by_validation_accuracy_then_duration_and_unknown_accuracy_last(
+def test_runs_rank_by_validation_accuracy_ties_in_grid_order_and_unknown_accuracy_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import training.publish
@@ -83,7 +83,7 @@ def test_runs_rank_by_validation_accuracy_then_duration_and_unknown_accuracy_las
     from training.config import RunOptions, TrainConfig
     from training.sweep import run_grid
 
-    # run index → (val accuracy, seconds): distinct accuracies out of order, one tie broken by duration, one None
+    # run index → (val accuracy, seconds): distinct accuracies out of order, one tie (the later run faster), one None
     outcomes = [(0.5, 1.0), (0.9, 9.0), (None, 0.5), (0.7, 5.0), (0.7, 3.0)]
     configs = [TrainConfig(learning_rate=0.1 * (index + 1)) for index in range(len(outcomes))]
 
@@ -97,5 +97,18 @@ def test_runs_rank_by_validation_accuracy_then_duration_and_unknown_accuracy_las
     monkeypatch.setattr(training.train, "train", fake_train)
     monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: None)
     rows = run_grid(configs, RunOptions(runs_dir=str(tmp_path / "sweep")), progress=False)
-    assert [row["run"] for row in rows] == ["run02", "run05", "run04", "run01", "run03"]
-    assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5]
+    assert [row["run"] for row in rows] == ["run02", "run04", "run05", "run01", "run03"]
+    assert [row["rank"] for row in rows] == [1, 2, 2, 4, 5]
+
+
+def test_tied_runs_share_a_rank_in_grid_order_whatever_their_duration() -> None:
+    from training.sweep import rank_rows
+
+    rows = [
+        {"run": "run01", "val_accuracy": 0.5, "duration_s": 9.0},
+        {"run": "run02", "val_accuracy": 0.75, "duration_s": 5.0},
+        {"run": "run03", "val_accuracy": 0.5, "duration_s": 1.0},
+        {"run": "run04", "val_accuracy": None, "duration_s": 0.5},
+    ]
+    ranked = rank_rows(rows)
+    assert [(row["run"], row["rank"]) for row in ranked] == [("run02", 1), ("run01", 2), ("run03", 2), ("run04", 4)]

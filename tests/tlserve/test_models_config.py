@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promotion import models_config
-from promotion.models_config import ModelsConfigError, ServedModel
+from tlserve import models_config
+from tlserve.models_config import ModelsConfigError, ServedModel
 
 
 def make_versions(models_dir: Path, name: str, versions: tuple[int, ...]) -> None:

@@ -3,14 +3,19 @@
 Relative `base_path`s are resolved against the directory holding the config file (the embedded model
 server's convention), so a models/ folder can move or be mounted at /models without edits.
 New entries are written relative (`base_path: "NAME"`); existing entries keep whatever path they have.
+
+Shared by training (publishing a version decides whether it goes live: training/live.py), promotion (label
+moves) and the gateway (which models are served); every writer holds `config_lock` around read-modify-write.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,24 @@ from tlserve.console import CommandError
 from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions, unconfigured_model_folders
 
 logger = logging.getLogger(__name__)
+
+STABLE = "stable"
+CANARY = "canary"
+_LOCK_FILE = ".promote.lock"
+
+
+@contextlib.contextmanager
+def config_lock(models_dir: Path) -> Iterator[None]:
+    """One models.config change at a time per repository (a second promote or publish waits, it does not
+    interleave configs). The repository must exist: a mistyped --models-dir is an error, not a new repository."""
+    if not models_dir.is_dir():
+        raise CommandError(f"model repository not found: {models_dir}")
+    with open(models_dir / _LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ModelsConfigError(CommandError):

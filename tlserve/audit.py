@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class AuditRecord:
     """One label move. `old_version` is None when the label did not exist before."""
 
-    action: str  # "promote", "rollback", "retrain", "unload", "refused"
+    action: str  # "promote", "rollback", "retrain", "unload", "refused", "publish" (a label set by publishing)
     model: str
     label: str
     old_version: int | None
@@ -79,10 +79,15 @@ def append_record(models_dir: Path, record: AuditRecord) -> AuditRecord:
         stamped.action,
         stamped.model,
         stamped.label,
-        stamped.old_version,
-        stamped.new_version,
+        describe_version(stamped.old_version),
+        describe_version(stamped.new_version),
     )
     return stamped
+
+
+def describe_version(version: int | None) -> str:
+    """A version for people: its number, or `(none)` for a label that did not exist (never `None`)."""
+    return "(none)" if version is None else str(version)
 
 
 def read_records(models_dir: Path, model: str | None = None) -> list[AuditRecord]:
