@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         DEFAULT_MAX_REQUEST_PIXELS, gt=0, description="decoded pixels per request (sum over images, from headers; 413)"
     )
     default_top_k: int = Field(3, gt=0, le=5)
+    json_offload_workers: int = Field(
+        1, ge=0, description="processes that parse big TF-Serving REST JSON bodies off the event loop; 0 = none"
+    )
+    json_offload_min_body_bytes: int = Field(
+        256 * 1024, gt=0, description="REST predict bodies this big or bigger are parsed in those processes"
+    )
 
     batching_enabled: bool = True
     max_batch_size: int = Field(32, gt=0)

@@ -27,6 +27,7 @@ from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
 from service.gateway.http import docs, page, predict, tfserving
+from service.gateway.http.json_offload import BodyConverter
 from service.gateway.http.predict import describe_validation_errors
 from service.gateway.http.protocol import DrainingMiddleware
 from service.gateway.settings import Settings
@@ -60,6 +61,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.body_converter.close()
             if own_core:
                 await app.state.core.close()
 
@@ -74,7 +76,8 @@ def create_app(
     app.state.settings = settings
     app.state.core = core
     app.state.metrics = metrics
-    app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http.tfserving
+    app.state.signature_cache = {}  # target → (fetched at, input dtypes per signature), see http.tfserving
+    app.state.body_converter = BodyConverter(settings.json_offload_workers, settings.json_offload_min_body_bytes)
     app.include_router(predict.router)
     app.include_router(tfserving.router)
     app.include_router(page.router)
