@@ -18,7 +18,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.client import GRPC_OPTIONS, predict_request
 from tests.conftest import random_images
-from tests.e2e.conftest import MODEL_NAME
+from tests.e2e.conftest import GATEWAY_ENV, MODEL_NAME
+from tests.support.gateway import running_serve
 
 pytestmark = pytest.mark.e2e
 # /healthz round trips that must complete while a big body is converted (thousands do; a blocked loop let ~13 in).
@@ -54,6 +55,34 @@ def test_two_36_megapixel_pngs_are_refused_from_headers_by_the_gateway_and_the_m
     error = grpc_error(gateway.model_server_target, predict_request(MODEL_NAME, [big_png, big_png]))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("the request's images decode to 72000000 pixels, more than the per-request")
+
+
+def flat_png(side: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (10, 120, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_embedded_model_server_keeps_the_budget_given_to_tlserve_serve(e2e_models_dir, tmp_path):
+    budget = 5000  # pixels: one 50x50 image fits, one 100x100 does not
+    args = ["--max-request-pixels", str(budget)]
+    with running_serve(e2e_models_dir, env=GATEWAY_ENV, extra_args=args, log_path=tmp_path / "serve.log") as serving:
+        files = [("files", ("big.png", flat_png(100), "image/png"))]
+        response = httpx.post(f"{serving.http_url}/predict", files=files, timeout=60)
+        # Sent straight to the child (reachable on loopback), it is refused with the same budget, not the default.
+        error = grpc_error(serving.model_server_target, predict_request(MODEL_NAME, [flat_png(100)]))
+        with grpc.insecure_channel(serving.model_server_target, options=GRPC_OPTIONS) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            within = stub.Predict(predict_request(MODEL_NAME, [flat_png(50)]), timeout=60)
+    assert response.status_code == 413
+    assert f"per-request budget of {budget};" in response.json()["error"]["message"]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith(
+        f"the request's images decode to 10000 pixels, more than the per-request budget of {budget};"
+    )
+    assert "probabilities" in within.outputs
 
 
 def test_a_truncated_image_is_named_in_one_line_without_graph_text_over_grpc_and_rest(gateway):
