@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     max_concurrent_batches: int = Field(2, gt=0, description="per target; later requests queue and merge")
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated; empty disables auth")
+    public_metrics: bool = Field(
+        False,
+        description="serve /metrics without an API key even when api_keys is set (it names the served models, "
+        "versions and labels)",
+    )
     canary_share: float = Field(0.0, ge=0, le=1, description="share of unpinned requests sent to canary_label")
     canary_label: str = Field("canary", pattern=r"^[a-zA-Z0-9_]+$")
     default_label: str = Field(
