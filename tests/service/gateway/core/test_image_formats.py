@@ -65,13 +65,38 @@ def test_model_decode_error_is_worded_without_tensorflow_internals(client, fake_
         ("Invalid GIF data (size 26), failed to slurp gif file", "GIF", "its GIF data is truncated or corrupt"),
         ("Number of channels inherent in the image must be 1, 3 or 4, was 0", "BMP", "its number of colour channels"),
         ("Unknown image file format. One of JPEG, PNG, GIF, BMP required.", None, "it is not a JPEG, PNG, BMP"),
-        ("something new", "PNG", "its PNG data could not be decoded"),
+        ("something new", "PNG", "its PNG data is unreadable (truncated, corrupt or an unsupported variant)"),
     ],
 )
 def test_decode_failures_in_plain_words(reason, image_format, expected):
     described = describe_decode_failure(tf_message(reason), image_format)
     assert described.startswith(expected)
     assert not [part for part in TF_INTERNALS if part in described]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "image 0 cannot be decoded: broken data stream when reading image file",
+            "its PNG data is truncated or corrupt",
+        ),
+        ("image 3 cannot be decoded: image file is truncated (4 bytes not processed)", "its PNG data is truncated"),
+        ("image 1 cannot be decoded: decoder error -2", "its PNG data is unreadable (decoder error -2)"),
+    ],
+)
+def test_the_model_servers_own_wording_leaves_only_its_reason(message, expected):
+    # The embedded model server names the image by its index in its own call; the gateway names it itself.
+    described = describe_decode_failure(message, "PNG")
+    assert described.startswith(expected)
+    assert "image" not in described.replace("image file", "")
+
+
+def test_a_model_server_decode_error_names_the_image_once_in_one_line(client, fake_upstream):
+    wording = "image 0 cannot be decoded: broken data stream when reading image file"
+    fake_upstream.fail_with = rpc_error(grpc.StatusCode.INVALID_ARGUMENT, wording)
+    message = upload(client, corrupt_png()).json()["error"]["message"]
+    assert message == "image 0 (a.png) could not be decoded: its PNG data is truncated or corrupt"
 
 
 def test_other_tensorflow_messages_lose_their_internals():
