@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from service.gateway.errors import BadRequest, ValidationFailed
+from service.gateway.errors import BadRequest, GatewayError, ValidationFailed
 from service.gateway.http.body_limits import check_json_rows
 from service.gateway.http.tfserving_json import InputTypes, build_predict_request, load_json, select_signature
 from tlserve.protocol import predict_pb2
@@ -63,13 +63,16 @@ class BodyConverter:
 
     The pool starts with the first big body; at most `workers` bodies are in the workers at once (later ones
     wait here, their bytes already counted by the body limits). A worker that dies breaks the pool: the body is
-    then converted in-process and a new pool is started for the next one.
+    then converted in-process and a new pool is started for the next one. A pool that breaks before it has
+    converted anything cannot start here (e.g. an entry script without `if __name__ == "__main__":`, which spawn
+    re-runs): offloading is then switched off, with one error in the log.
     """
 
     def __init__(self, workers: int, min_body_bytes: int) -> None:
         self.workers = workers
         self.min_body_bytes = min_body_bytes
         self._executor: ProcessPoolExecutor | None = None
+        self._converted = 0  # bodies the current pool has answered
         self._slots = asyncio.Semaphore(max(workers, 1))
 
     def offloads(self, body: bytes) -> bool:
@@ -83,9 +86,12 @@ class BodyConverter:
             try:
                 answer = await asyncio.wrap_future(executor.submit(_convert_in_worker, body, max_rows, signatures))
             except BrokenProcessPool:
-                logger.warning("a JSON conversion worker died; converting this body in-process, restarting the pool")
-                self._discard(executor)
+                self._broken(executor)
                 return convert_predict_body(body, max_rows, signatures)
+            except GatewayError:
+                self._converted += 1  # a bad body, answered by a working worker
+                raise
+            self._converted += 1
         if answer is None:
             return None
         serialized, row_format = answer
@@ -98,9 +104,20 @@ class BodyConverter:
             self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ignore_interrupts)
         return self._executor
 
+    def _broken(self, executor: ProcessPoolExecutor) -> None:
+        if self._executor is not executor:
+            return  # another request already dealt with it
+        if self._converted:
+            logger.warning("a JSON conversion worker died; converting this body in-process, restarting the pool")
+        else:
+            logger.error("JSON conversion workers cannot start; converting REST bodies in-process from now on")
+            self.workers = 0
+        self._discard(executor)
+
     def _discard(self, executor: ProcessPoolExecutor) -> None:
         if self._executor is executor:
             self._executor = None
+            self._converted = 0
         executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:

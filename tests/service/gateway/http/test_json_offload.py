@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from service.gateway.errors import GatewayError
+from service.gateway.http import json_offload
 from service.gateway.http.json_offload import BodyConverter
 from tlserve.protocol import types_pb2
 
@@ -91,3 +92,16 @@ def test_a_killed_worker_costs_no_request_and_the_pool_is_restarted():
         assert outcome(converter, body) == expected  # and by a new pool after that
     finally:
         converter.close()
+
+
+def test_workers_that_cannot_start_switch_offloading_off(monkeypatch, caplog):
+    # os._exit() without its argument fails in every new worker, as an unguarded entry script would.
+    monkeypatch.setattr(json_offload, "_ignore_interrupts", os._exit)
+    converter = BodyConverter(workers=1, min_body_bytes=1)
+    body = json.dumps(GOOD[1]).encode()
+    try:
+        assert outcome(converter, body) == outcome(BodyConverter(workers=0, min_body_bytes=1), body)
+    finally:
+        converter.close()
+    assert not converter.offloads(body)
+    assert "converting REST bodies in-process from now on" in caplog.text
