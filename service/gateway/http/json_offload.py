@@ -64,8 +64,9 @@ class BodyConverter:
     The pool starts with the first big body; at most `workers` bodies are in the workers at once (later ones
     wait here, their bytes already counted by the body limits). A worker that dies breaks the pool: the body is
     then converted in-process and a new pool is started for the next one. A pool that breaks before it has
-    converted anything cannot start here (e.g. an entry script without `if __name__ == "__main__":`, which spawn
-    re-runs): offloading is then switched off, with one error in the log.
+    converted anything, or cannot be created, cannot run here (an entry script without `if __name__ ==
+    "__main__":`, which spawn re-runs; no /dev/shm for its locks): offloading is then switched off, with one error
+    in the log.
     """
 
     def __init__(self, workers: int, min_body_bytes: int) -> None:
@@ -82,7 +83,12 @@ class BodyConverter:
         if not self.offloads(body):
             return convert_predict_body(body, max_rows, signatures)
         async with self._slots:
-            executor = self._start()
+            try:
+                executor = self._start()
+            except (OSError, ImportError, NotImplementedError) as exc:  # e.g. no /dev/shm for the pool's locks
+                logger.error("JSON conversion workers cannot start (%s); converting REST bodies in-process", exc)
+                self.workers = 0
+                return convert_predict_body(body, max_rows, signatures)
             try:
                 answer = await asyncio.wrap_future(executor.submit(_convert_in_worker, body, max_rows, signatures))
             except BrokenProcessPool:

@@ -105,3 +105,15 @@ def test_workers_that_cannot_start_switch_offloading_off(monkeypatch, caplog):
         converter.close()
     assert not converter.offloads(body)
     assert "converting REST bodies in-process from now on" in caplog.text
+
+
+def test_a_pool_that_cannot_be_created_switches_offloading_off(monkeypatch, caplog):
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, "Function not implemented")  # what SemLock says without /dev/shm
+
+    monkeypatch.setattr(json_offload, "ProcessPoolExecutor", no_semaphores)
+    converter = BodyConverter(workers=1, min_body_bytes=1)
+    body = json.dumps(GOOD[1]).encode()
+    assert outcome(converter, body) == outcome(BodyConverter(workers=0, min_body_bytes=1), body)
+    assert not converter.offloads(body)
+    assert "cannot start" in caplog.text
