@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 SignatureInputs = dict[str, InputTypes]  # signature name → its inputs' dtypes (from upstream metadata)
 Converted = tuple[Any, bool]  # (PredictRequest with inputs and signature name, whether the body used rows)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def convert_predict_body(body: bytes, max_rows: int, signatures: SignatureInputs | None) -> Converted | None:
@@ -53,9 +56,16 @@ def _convert_in_worker(body: bytes, max_rows: int, signatures: SignatureInputs |
     return request.SerializeToString(), row_format
 
 
-def _ignore_interrupts() -> None:
-    """Workers share the gateway's terminal: Ctrl-C is the gateway's to handle (it shuts the pool down)."""
+def _prepare_worker(gateway_pid: int) -> None:
+    """In each worker, first: Ctrl-C is the gateway's to handle (it shuts the pool down), and the worker dies with
+    the gateway even when that is SIGKILLed (a worker holds both ends of its job pipe, so it never sees EOF)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != gateway_pid:
+        os._exit(0)  # the gateway died before prctl took effect
 
 
 class BodyConverter:
@@ -107,7 +117,9 @@ class BodyConverter:
         if self._executor is None:
             # spawn, not fork: the gateway has gRPC and event-loop threads that a forked child must not inherit.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_ignore_interrupts)
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_prepare_worker, initargs=(os.getpid(),)
+            )
         return self._executor
 
     def _broken(self, executor: ProcessPoolExecutor) -> None:

@@ -6,6 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,8 +99,8 @@ def test_a_killed_worker_costs_no_request_and_the_pool_is_restarted():
 
 
 def test_workers_that_cannot_start_switch_offloading_off(monkeypatch, caplog):
-    # os._exit() without its argument fails in every new worker, as an unguarded entry script would.
-    monkeypatch.setattr(json_offload, "_ignore_interrupts", os._exit)
+    # Every new worker exits at once, as under an unguarded entry script that spawn re-runs.
+    monkeypatch.setattr(json_offload, "_prepare_worker", os._exit)
     converter = BodyConverter(workers=1, min_body_bytes=1)
     body = json.dumps(GOOD[1]).encode()
     try:
@@ -117,3 +121,43 @@ def test_a_pool_that_cannot_be_created_switches_offloading_off(monkeypatch, capl
     assert outcome(converter, body) == outcome(BodyConverter(workers=0, min_body_bytes=1), body)
     assert not converter.offloads(body)
     assert "cannot start" in caplog.text
+
+
+WORKER_OWNER = """
+import asyncio, json, sys, time
+from service.gateway.http.json_offload import BodyConverter
+from tlserve.protocol import types_pb2
+converter = BodyConverter(workers=1, min_body_bytes=1)
+body = json.dumps({"instances": [[1, 2, 3]]}).encode()
+asyncio.run(converter.convert(body, 8, {"serving_default": {"x": types_pb2.DT_UINT8}}))
+print(*converter._start()._processes, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_sigkilled_gateway():
+    owner = subprocess.Popen([sys.executable, "-c", WORKER_OWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        worker_pid = int(owner.stdout.readline())
+        assert Path(f"/proc/{worker_pid}").exists()
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+        owner.stdout.close()
+    # Bounds a hang only: the worker gets SIGTERM from the kernel the moment its parent is gone.
+    deadline = time.monotonic() + 30
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphaned = _alive(worker_pid)
+    if orphaned:
+        os.kill(worker_pid, signal.SIGKILL)  # leave no orphan behind a failing test
+    assert not orphaned, f"worker {worker_pid} outlived its gateway"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
