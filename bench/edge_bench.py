@@ -5,10 +5,12 @@ Real processes on loopback: a `tlserve model-server` (a small VGG16, weights=Non
    limit) sent straight to the model server, once with the pixel budgets switched off (the old behaviour) and once
    with the defaults. Reports status, seconds, and the server's peak-RSS growth (VmHWM after - VmRSS before).
 2. Event loop: a ~32 MB `/v1/models/{m}:predict` body of pixel values with more rows than the limit, while
-   `/healthz` is probed every 10 ms; also a within-limit ~24 MB body that is parsed and converted in full.
+   `/healthz` is probed every 10 ms; also a within-limit ~23 MB body that is parsed and converted in full. Both on
+   two gateways: JSON conversion in-process (`TLSERVE_JSON_OFFLOAD_WORKERS=0`, the behaviour before the worker
+   pool) and with the default worker pool; plus the latency of small bodies either side of the offload threshold.
 Prints a Markdown table for docs/BENCHMARKS.md and writes the raw numbers as JSON. Nothing is asserted here.
 
-    .venv/bin/python bench/edge_bench.py [--out edge.json]
+    .venv/bin/python bench/edge_bench.py [--out edge.json] [--skip-amplification]
 """
 
 from __future__ import annotations
@@ -110,9 +112,50 @@ def via_gateway(http_url: str, model_server_pid: int) -> dict[str, Any]:
     }
 
 
-def pixel_body(rows: int, side: int) -> bytes:
+def pixel_body(rows: int, side: int, *, refused_at_the_end: bool = False) -> bytes:
+    """Rows of pixel values; `refused_at_the_end` makes the last value 256, so that the gateway converts the whole
+    body and then answers 400 itself (the conversion alone is measured, no upstream call)."""
     row = np.full((side, side, 3), 128, np.uint8).tolist()
-    return json.dumps({"signature_name": "predict_pixels", "instances": [row] * rows}, separators=(",", ":")).encode()
+    rows_list = [row] * rows
+    if refused_at_the_end:
+        last = np.full((side, side, 3), 128, np.uint16)
+        last[-1, -1, -1] = 256
+        rows_list = [*rows_list[:-1], last.tolist()]
+    body = {"signature_name": "predict_pixels", "instances": rows_list}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def small_body_latency(http_url: str, model: str, body: bytes, requests: int = 40) -> dict[str, Any]:
+    """Median and p90 seconds of `requests` sequential posts of a small body (after two warm-up posts)."""
+    import httpx
+
+    seconds = []
+    with httpx.Client(base_url=http_url, timeout=60) as client:
+        for index in range(requests + 2):
+            started = time.perf_counter()
+            response = client.post(
+                f"/v1/models/{model}:predict", content=body, headers={"content-type": "application/json"}
+            )
+            if index >= 2:
+                seconds.append(time.perf_counter() - started)
+    return {
+        "body_kb": len(body) / 1e3,
+        "status": response.status_code,
+        "p50_ms": 1000 * float(np.median(seconds)),
+        "p90_ms": 1000 * float(np.percentile(seconds, 90)),
+    }
+
+
+def event_loop(http_url: str, model: str) -> dict[str, Any]:
+    """The big bodies while /healthz is probed, and small bodies either side of the offload threshold."""
+    print("  32 MB over-rows body ...", file=sys.stderr)
+    results = {"over_rows": asyncio.run(body_while_probing(http_url, model, pixel_body(90, 160)))}
+    print("  within-limit body, converted in full ...", file=sys.stderr)
+    results["within_limit"] = asyncio.run(body_while_probing(http_url, model, pixel_body(64, 160)))
+    print("  small bodies ...", file=sys.stderr)
+    results["small_64px"] = small_body_latency(http_url, model, pixel_body(1, 64, refused_at_the_end=True))
+    results["small_224px"] = small_body_latency(http_url, model, pixel_body(1, 224, refused_at_the_end=True))
+    return results
 
 
 async def body_while_probing(http_url: str, model: str, body: bytes) -> dict[str, Any]:
@@ -164,26 +207,27 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     models_dir = workdir / "models"
     export_small_model(models_dir, args.model, args.image_size)
     results: dict[str, Any] = {}
-    print("amplification, budgets off ...", file=sys.stderr)
-    off = ["--max-request-pixels", NO_BUDGET, "--max-inflight-pixels", NO_BUDGET]
-    results["amplification_budget_off"] = amplification(models_dir, workdir, args.model, off, "off")
-    print("amplification, default budgets ...", file=sys.stderr)
-    results["amplification_default"] = amplification(models_dir, workdir, args.model, [], "default")
+    if not args.skip_amplification:
+        print("amplification, budgets off ...", file=sys.stderr)
+        off = ["--max-request-pixels", NO_BUDGET, "--max-inflight-pixels", NO_BUDGET]
+        results["amplification_budget_off"] = amplification(models_dir, workdir, args.model, off, "off")
+        print("amplification, default budgets ...", file=sys.stderr)
+        results["amplification_default"] = amplification(models_dir, workdir, args.model, [], "default")
 
     server = ModelServerProcess(models_dir, free_port(), workdir / "ms.log")
     server.start()
     try:
         env = {"TLSERVE_DEFAULT_MODEL": args.model, "TLSERVE_DEFAULT_LABEL": ""}
-        with running_serve(upstream=server.target, env=env, log_path=workdir / "gateway.log") as gateway:
-            print("amplification through the gateway ...", file=sys.stderr)
-            assert server.process is not None
-            results["amplification_via_gateway"] = via_gateway(gateway.http_url, server.process.pid)
-            print("32 MB over-rows body ...", file=sys.stderr)
-            over = pixel_body(90, 160)
-            results["over_rows"] = asyncio.run(body_while_probing(gateway.http_url, args.model, over))
-            print("within-limit body, converted in full ...", file=sys.stderr)
-            within = pixel_body(64, 160)
-            results["within_limit"] = asyncio.run(body_while_probing(gateway.http_url, args.model, within))
+        for mode, workers in (("in_process", "0"), ("offloaded", None)):
+            mode_env = env if workers is None else {**env, "TLSERVE_JSON_OFFLOAD_WORKERS": workers}
+            log_path = workdir / f"gateway-{mode}.log"
+            with running_serve(upstream=server.target, env=mode_env, log_path=log_path) as gateway:
+                if mode == "offloaded" and not args.skip_amplification:
+                    print("amplification through the gateway ...", file=sys.stderr)
+                    assert server.process is not None
+                    results["amplification_via_gateway"] = via_gateway(gateway.http_url, server.process.pid)
+                print(f"JSON conversion {mode.replace('_', '-')} ...", file=sys.stderr)
+                results[mode] = event_loop(gateway.http_url, args.model)
     finally:
         server.stop()
     return results
@@ -195,17 +239,26 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for key in ("amplification_budget_off", "amplification_default", "amplification_via_gateway"):
+        if key not in results:
+            continue
         item = results[key]
         lines.append(
             f"| {key} ({item['request_mb']:.1f} MB request) | {item['status']} | {item['seconds']:.2f} | "
             f"model-server peak RSS growth {item['peak_growth_mb']:.0f} MB (from {item['rss_before_mb']:.0f} MB) |"
         )
-    for key in ("over_rows", "within_limit"):
-        item = results[key]
-        lines.append(
-            f"| {key} ({item['body_mb']:.1f} MB body) | {item['status']} | {item['seconds']:.2f} | "
-            f"/healthz worst {item['healthz_max_ms']:.0f} ms over {item['healthz_probes']} probes |"
-        )
+    for mode in ("in_process", "offloaded"):
+        for key in ("over_rows", "within_limit"):
+            item = results[mode][key]
+            lines.append(
+                f"| {mode}: {key} ({item['body_mb']:.1f} MB body) | {item['status']} | {item['seconds']:.2f} | "
+                f"/healthz worst {item['healthz_max_ms']:.0f} ms over {item['healthz_probes']} probes |"
+            )
+        for key in ("small_64px", "small_224px"):
+            item = results[mode][key]
+            lines.append(
+                f"| {mode}: {key} ({item['body_kb']:.0f} KB body) | {item['status']} | "
+                f"p50 {item['p50_ms']:.1f} ms | p90 {item['p90_ms']:.1f} ms |"
+            )
     return "\n".join(lines)
 
 
@@ -214,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--skip-amplification", action="store_true", help="only the event-loop measurements")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tlserve-edge-bench-") as workdir:
         results = run(args, Path(workdir))

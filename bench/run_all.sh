@@ -19,5 +19,5 @@ python bench/soak_bench.py --out "$BENCH_OUT/soak.json"
 echo "== thin side: gateway/client/promotion without TensorFlow, before (08bbb82) vs after (HEAD)"
 python bench/thin_bench.py --out "$BENCH_OUT/thin.json"
 
-echo "== edges: memory-amplification request, 32 MB over-rows body vs /healthz"
+echo "== edges: memory-amplification request; big REST bodies vs /healthz, JSON conversion in-process and in a worker"
 python bench/edge_bench.py --out "$BENCH_OUT/edge.json"

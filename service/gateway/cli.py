@@ -164,7 +164,9 @@ def _serve_with_model_server(args: argparse.Namespace, settings: Settings) -> in
     from service.gateway.model_server_child import model_server_command, spawn_child
     from service.gateway.supervisor import ModelServerSupervisor
 
-    command = model_server_command(args.models_dir, args.model_server_port, verbose=args.verbose)
+    command = model_server_command(
+        args.models_dir, args.model_server_port, max_request_pixels=settings.max_request_pixels, verbose=args.verbose
+    )
     supervisor = ModelServerSupervisor(
         lambda: spawn_child(command),
         restart_policy(settings),

@@ -36,11 +36,19 @@ class ModelServerChild:
     listening: threading.Event = field(default_factory=threading.Event)
 
 
-def model_server_command(models_dir: Path, port: int, *, verbose: bool = False) -> list[str]:
-    """`tlserve model-server` on loopback: nothing but this gateway may reach ModelService (reload, unload)."""
+def model_server_command(
+    models_dir: Path, port: int, *, max_request_pixels: int | None = None, verbose: bool = False
+) -> list[str]:
+    """`tlserve model-server` on loopback: nothing but this gateway may reach ModelService (reload, unload).
+
+    `max_request_pixels` is the gateway's own budget: the child refuses what the gateway would refuse, whoever asks.
+    """
     command = [sys.executable, "-m", "tlserve", *(["-v"] if verbose else [])]
     # --host beats TLSERVE_MODEL_SERVER_HOST from the environment: the child must never listen on other hosts.
-    return [*command, "model-server", "--models-dir", str(models_dir), "--host", LOOPBACK, "--port", str(port)]
+    command += ["model-server", "--models-dir", str(models_dir), "--host", LOOPBACK, "--port", str(port)]
+    if max_request_pixels is not None:
+        command += ["--max-request-pixels", str(max_request_pixels)]
+    return command
 
 
 def spawn_child(command: Sequence[str]) -> ModelServerChild:

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         DEFAULT_MAX_REQUEST_PIXELS, gt=0, description="decoded pixels per request (sum over images, from headers; 413)"
     )
     default_top_k: int = Field(3, gt=0, le=5)
+    json_offload_workers: int = Field(
+        1, ge=0, description="processes that parse big TF-Serving REST JSON bodies off the event loop; 0 = none"
+    )
+    json_offload_min_body_bytes: int = Field(
+        256 * 1024, gt=0, description="REST predict bodies this big or bigger are parsed in those processes"
+    )
 
     batching_enabled: bool = True
     max_batch_size: int = Field(32, gt=0)
@@ -80,6 +86,11 @@ class Settings(BaseSettings):
     max_concurrent_batches: int = Field(2, gt=0, description="per target; later requests queue and merge")
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field((), description="comma-separated; empty disables auth")
+    public_metrics: bool = Field(
+        False,
+        description="serve /metrics without an API key even when api_keys is set (it names the served models, "
+        "versions and labels)",
+    )
     canary_share: float = Field(0.0, ge=0, le=1, description="share of unpinned requests sent to canary_label")
     canary_label: str = Field("canary", pattern=r"^[a-zA-Z0-9_]+$")
     default_label: str = Field(

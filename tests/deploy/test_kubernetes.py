@@ -72,6 +72,15 @@ def test_servicemonitors_select_existing_service_ports(rendered: dict[str, Path]
     assert find(documents, "ServiceMonitor", "tfserving")["spec"]["endpoints"][0]["path"] == (
         "/monitoring/prometheus/metrics"
     )
+    # The gateway's /metrics takes an API key: Prometheus sends one from the gateway's own Secret.
+    (gateway_endpoint,) = find(documents, "ServiceMonitor", "gateway")["spec"]["endpoints"]
+    assert gateway_endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "tlserve-api-keys", "key": "metrics-key"},
+    }
+    gateway = find(documents, "Deployment", "gateway")
+    keys = next(item for item in container(gateway, "gateway")["env"] if item["name"] == "TLSERVE_API_KEYS")
+    assert keys["valueFrom"]["secretKeyRef"]["name"] == gateway_endpoint["authorization"]["credentials"]["name"]
 
 
 def test_gpu_overlay_puts_tf_serving_and_retraining_on_gpu_nodes(rendered: dict[str, Path]) -> None:
@@ -232,6 +241,12 @@ def test_gateway_settings_in_the_configmap_are_real_settings(
     settings = Settings()
     assert (settings.upstream, settings.http_port, settings.grpc_port) == (REPLICAS_UPSTREAM, 8000, 8500)
     assert settings.upstream_lb_policy == "round_robin"
+    # Issue 9: no hard-wired default model; the served models are named, and the only one is the default.
+    from service.gateway.core.served_models import default_model
+
+    assert settings.default_model is None
+    assert settings.served_models == ("demo",)
+    assert default_model(settings) == "demo"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -73,7 +73,6 @@ def test_readme_quickstart_works_verbatim_with_weights_none(tmp_path: Path) -> N
         assert json.loads(sh(localize(curl)))["version"] == 2
 
 
-
 def _pixels_of(png: bytes):
     import io
 

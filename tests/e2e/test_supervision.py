@@ -204,10 +204,17 @@ def test_the_embedded_model_server_listens_on_loopback_only_even_if_the_environm
         for address in machine_addresses():
             for port in (serving.model_server_port, rest_port):
                 assert connection_refused(address, port), f"{address}:{port} accepted a connection"
-        # What the gateway exposes to other hosts needs the key: status, metadata and predictions.
+        # What the gateway exposes to other hosts needs the key: status, metadata, predictions and metrics (they
+        # name the models); /readyz still answers probes, with its status only.
         assert post_image(serving, random_images(1)[0]).status_code == 401
         assert httpx.get(f"{serving.http_url}/v1/models/{MODEL_NAME}", timeout=10.0).status_code == 401
         assert httpx.get(f"{serving.http_url}/v1/models/{MODEL_NAME}/metadata", timeout=10.0).status_code == 401
+        assert httpx.get(f"{serving.http_url}/metrics", timeout=10.0).status_code == 401
+        scraped = httpx.get(f"{serving.http_url}/metrics", headers={"Authorization": "Bearer k1"}, timeout=10.0)
+        assert scraped.status_code == 200
+        assert "tlserve_model_server_up 1.0" in scraped.text
+        ready = httpx.get(f"{serving.http_url}/readyz", timeout=10.0)
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
         with grpc.insecure_channel(serving.grpc_target) as channel:
             status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
             request = get_model_status_pb2.GetModelStatusRequest()

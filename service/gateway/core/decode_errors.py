@@ -3,7 +3,9 @@
 A model that cannot decode an image answers INVALID_ARGUMENT with TensorFlow's text, e.g. `Graph execution error:
 Detected at node map/while/decode_image/DecodeImage defined at ... Invalid PNG data, size 6210 [[{{node ...}}]]
 [Op:__inference_...]`. `describe_decode_failure` turns that into `its PNG data is truncated or corrupt`;
-`strip_tf_internals` keeps only the human part of any other TensorFlow message.
+`strip_tf_internals` keeps only the human part of any other TensorFlow message. The embedded model server already
+words it `image 0 cannot be decoded: <PIL's reason>`; its index counts within its own call, and the gateway names
+the image itself (`image 2 (cat.png) could not be decoded: ...`), so only the reason is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _DETECTED_AT = re.compile(
     r"Detected at node .*?defined at \(most recent call last\):\n(?:\s*File [^\n]*\n|\s*\n)*", re.S
 )
 _GRAPH_ERROR = re.compile(r"^\s*Graph execution error:\s*")
+_MODEL_SERVER_PREFIX = re.compile(r"^image \d+ cannot be decoded:\s*")  # service/modelserver/decode_errors.py
 
 # (pattern in TensorFlow's decoder message, plain reason; {format} is the image's format from its header).
 _REASONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -30,7 +33,11 @@ _REASONS: tuple[tuple[re.Pattern[str], str], ...] = (
         "it is not a JPEG, PNG, BMP, GIF or WebP image",
     ),
     (
-        re.compile(r"Invalid (PNG|JPEG|GIF|BMP|WebP) data|Uncompress failed|Premature end|truncated|corrupt", re.I),
+        re.compile(
+            r"Invalid (PNG|JPEG|GIF|BMP|WebP) data|Uncompress failed|Premature end|truncated|corrupt"
+            r"|broken data stream",  # the last one is PIL's, in the embedded model server's wording
+            re.I,
+        ),
         "its {format} data is truncated or corrupt",
     ),
 )
@@ -45,9 +52,13 @@ def strip_tf_internals(message: str) -> str:
 
 
 def describe_decode_failure(message: str, image_format: str | None) -> str:
-    """What is wrong with an image the model could not decode, from the model server's message."""
+    """What is wrong with an image the model could not decode, from the model server's message (without its
+    own `image N cannot be decoded:` prefix: the caller names the image)."""
     shown = image_format if image_format in SUPPORTED_FORMATS else "image"
     for pattern, reason in _REASONS:
         if pattern.search(message):
             return reason.format(format=shown)
-    return f"its {shown} data could not be decoded (truncated, corrupt or an unsupported variant)"
+    own_words = _MODEL_SERVER_PREFIX.match(message)
+    if own_words:
+        return f"its {shown} data is unreadable ({strip_tf_internals(message[own_words.end() :])})"
+    return f"its {shown} data is unreadable (truncated, corrupt or an unsupported variant)"

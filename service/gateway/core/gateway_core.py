@@ -21,7 +21,7 @@ import grpc.aio
 from service.gateway.core import served_models
 from service.gateway.core.batching import MicroBatcher
 from service.gateway.core.decode_errors import describe_decode_failure, strip_tf_internals
-from service.gateway.core.image_formats import prepare_images, with_file_name
+from service.gateway.core.image_formats import has_tiff, prepare_images, with_file_name
 from service.gateway.core.metrics import GatewayMetrics
 from service.gateway.core.predict_checks import check_predict_request
 from service.gateway.core.request_limits import check_model_spec, check_predict_names, check_request_pixels
@@ -108,7 +108,7 @@ class GatewayCore:
         """
         settings = self.settings
         if len(images) <= settings.max_images_per_request:  # check_images refuses more, unconverted
-            images = prepare_images(images, names or [], max_pixels=settings.max_image_pixels)
+            images = await self._prepare_images(images, names or [])
         try:
             headers = check_images(
                 images, max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels
@@ -128,6 +128,14 @@ class GatewayCore:
         rows = await self._first_answer(self.routes(target), send)
         predictions = [_top_k(row.top, top_k) for row in rows]
         return Classification(model=rows[0].model, version=rows[0].version, predictions=predictions)
+
+    async def _prepare_images(self, images: list[bytes], names: list[str]) -> list[bytes]:
+        """TIFF → PNG in a thread (seconds of Pillow work that must not hold the event loop); others as they are."""
+        settings = self.settings
+        limits = {"max_pixels": settings.max_image_pixels, "max_request_pixels": settings.max_request_pixels}
+        if not has_tiff(images):
+            return prepare_images(images, names, **limits)
+        return await asyncio.to_thread(prepare_images, images, names, **limits)
 
     async def _undecodable_image(
         self, target: ModelTarget, images: list[bytes], names: list[str], error: BadRequest, timeout_s: float
@@ -158,7 +166,7 @@ class GatewayCore:
         if not spec.name:
             spec.name = self.default_model()  # the same default model rule as HTTP /predict
         check_predict_names(request)
-        self._prepare_encoded_images(request)
+        await self._prepare_encoded_images(request)
         check_predict_request(
             request,
             max_images=self.settings.max_images_per_request,
@@ -182,16 +190,16 @@ class GatewayCore:
 
         return await self._first_answer(self.routes(target), send)
 
-    def _prepare_encoded_images(self, request: PredictRequest) -> None:
+    async def _prepare_encoded_images(self, request: PredictRequest) -> None:
         """Encoded images as /predict treats them, so every route serves what training accepts: TIFF → PNG (in
-        place), a truncated PNG/JPEG is a 400 naming it."""
+        place, in a thread, its pixels held to the budget first), a truncated PNG/JPEG is a 400 naming it."""
         if INPUT_BYTES not in request.inputs:
             return
         tensor = request.inputs[INPUT_BYTES]
         images = list(tensor.string_val)
         if len(images) > self.settings.max_images_per_request:
             return  # check_predict_request refuses it, unconverted
-        prepared = prepare_images(images, [], max_pixels=self.settings.max_image_pixels)
+        prepared = await self._prepare_images(images, [])
         if prepared != images:
             del tensor.string_val[:]
             tensor.string_val.extend(prepared)

@@ -27,7 +27,9 @@ from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.metrics import CONTENT_TYPE, GatewayMetrics
 from service.gateway.errors import GatewayError, PayloadTooLarge, ValidationFailed, log_if_server_error
 from service.gateway.http import docs, page, predict, tfserving
-from service.gateway.http.predict import describe_validation_errors
+from service.gateway.http.auth import KeyShown, MetricsReader
+from service.gateway.http.json_offload import BodyConverter
+from service.gateway.http.predict import ERROR_SCHEMA, describe_validation_errors
 from service.gateway.http.protocol import DrainingMiddleware
 from service.gateway.settings import Settings
 from service.gateway.upstream.backend import Backend
@@ -60,6 +62,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.body_converter.close()
             if own_core:
                 await app.state.core.close()
 
@@ -74,7 +77,8 @@ def create_app(
     app.state.settings = settings
     app.state.core = core
     app.state.metrics = metrics
-    app.state.signature_cache = {}  # (target, signature) → (fetched at, input dtypes), see http.tfserving
+    app.state.signature_cache = {}  # target → (fetched at, input dtypes per signature), see http.tfserving
+    app.state.body_converter = BodyConverter(settings.json_offload_workers, settings.json_offload_min_body_bytes)
     app.include_router(predict.router)
     app.include_router(tfserving.router)
     app.include_router(page.router)
@@ -103,7 +107,7 @@ READINESS_SCHEMA = {
         "not_ready": {"type": "array", "items": {"type": "string"}},
         "reason": {"type": "string"},
     },
-    "required": ["status", "models", "not_ready"],
+    "required": ["status"],
 }
 
 
@@ -123,7 +127,8 @@ def _add_operational_routes(app: FastAPI) -> None:
         summary="Every model the upstream is configured to serve has an AVAILABLE version (else 503)",
         description="The body maps each served model to `AVAILABLE` or why not; `not_ready` lists the others. "
         "The served models come from --served-models, else the model repository (--repository; `tlserve serve` "
-        "sets it for the embedded model server), else --default-model.",
+        "sets it for the embedded model server), else --default-model. With API keys configured, a request "
+        "without a valid key gets the status code and `status` only: probes need no key, model names do.",
         responses={
             200: {"description": "ready", "content": {"application/json": {"schema": READINESS_SCHEMA}}},
             503: {
@@ -132,7 +137,7 @@ def _add_operational_routes(app: FastAPI) -> None:
             },
         },
     )
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(request: Request, key_shown: KeyShown) -> JSONResponse:
         models = await core_of(request).readiness()
         not_ready = sorted(name for name, state in models.items() if state != "AVAILABLE")
         body: dict[str, object] = {"status": "ready", "models": models, "not_ready": not_ready}
@@ -141,18 +146,27 @@ def _add_operational_routes(app: FastAPI) -> None:
         elif not_ready:
             body["status"] = "not ready"
             body["reason"] = "no AVAILABLE version: " + ", ".join(f"{name} ({models[name]})" for name in not_ready)
-        return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+        status_code = 200 if body["status"] == "ready" else 503
+        if not key_shown:
+            body = {"status": body["status"]}  # which models serve is for callers with a key
+        return JSONResponse(body, status_code=status_code)
 
     @app.get(
         "/metrics",
         tags=["operations"],
         summary="Prometheus metrics (tlserve_*)",
+        description="With API keys configured, a key is required (they name the served models, versions and "
+        "labels) unless the gateway runs with --public-metrics.",
         response_class=Response,
         responses={
-            200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}
+            200: {"description": "Prometheus text format", "content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+            401: {
+                "description": "API keys are configured and the request shows none of them",
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            },
         },
     )
-    async def metrics(request: Request) -> Response:
+    async def metrics(request: Request, _reader: MetricsReader) -> Response:
         return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
 

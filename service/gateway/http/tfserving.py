@@ -5,7 +5,6 @@ Answers are TF Serving's JSON (see tfserving_json), errors its `{"error": "..."}
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated, Any
 
@@ -14,14 +13,12 @@ from fastapi.responses import JSONResponse
 
 from service.gateway.core.gateway_core import GatewayCore
 from service.gateway.core.targets import ModelTarget, make_target
-from service.gateway.errors import BadRequest, ValidationFailed
+from service.gateway.errors import GatewayError
 from service.gateway.http.auth import AuthenticatedCore
-from service.gateway.http.body_limits import check_json_rows, read_json_body
+from service.gateway.http.body_limits import read_json_body
 from service.gateway.http.docs import REST_PREDICT_DESCRIPTION, REST_PREDICT_OK
+from service.gateway.http.json_offload import BodyConverter, SignatureInputs
 from service.gateway.http.tfserving_json import (
-    InputTypes,
-    build_predict_request,
-    load_json,
     metadata_json,
     predict_response_json,
     signature_inputs,
@@ -81,34 +78,37 @@ async def _metadata(core: GatewayCore, target: ModelTarget) -> JSONResponse:
 
 async def _predict(request: Request, core: GatewayCore, target: ModelTarget) -> JSONResponse:
     max_rows = core.settings.max_images_per_request
-    # Rows are counted while the body streams in; parsing and converting (seconds for 32 MB of pixel values) run
-    # in a worker thread so that other requests on this event loop (HTTP and gRPC alike) keep being answered.
+    # Rows are counted while the body streams in; parsing and converting (seconds for 23 MB of pixel values) run
+    # in a worker process for big bodies, so that other requests on this event loop (HTTP and gRPC) keep going.
     body = await read_json_body(request, max_rows)
-    payload = await asyncio.to_thread(load_json, body)
-    check_json_rows(payload, max_rows)
-    signature_name = payload.get("signature_name", "") if isinstance(payload, dict) else ""
-    input_types = await _input_types(request, core, target, signature_name if isinstance(signature_name, str) else "")
-    try:
-        predict_request, row_format = await asyncio.to_thread(build_predict_request, payload, input_types)
-    except ValidationFailed as exc:
-        # TF Serving answers a body it cannot use with 400 INVALID_ARGUMENT; its clients expect no 422 here.
-        raise BadRequest(exc.message) from exc
+    signatures, metadata_error = await _signatures(request, core, target)
+    converter: BodyConverter = request.app.state.body_converter
+    converted = await converter.convert(body, max_rows, signatures)
+    if converted is None:
+        assert metadata_error is not None
+        raise metadata_error  # the body itself is fine: the upstream's answer about the model is the error
+    predict_request, row_format = converted
     target.apply_to(predict_request.model_spec)
     response = await core.predict(predict_request, core.settings.request_timeout_s)
     return JSONResponse(predict_response_json(response, row_format))
 
 
-async def _input_types(request: Request, core: GatewayCore, target: ModelTarget, signature_name: str) -> InputTypes:
-    """The signature's input dtypes (JSON numbers need them), from upstream metadata cached for a few seconds."""
-    cache: dict[tuple[ModelTarget, str], tuple[float, InputTypes]] = request.app.state.signature_cache
-    key = (target, signature_name)
-    cached = cache.get(key)
+async def _signatures(
+    request: Request, core: GatewayCore, target: ModelTarget
+) -> tuple[SignatureInputs | None, GatewayError | None]:
+    """The target's signatures and their input dtypes (JSON numbers need them), from upstream metadata cached
+    for a few seconds; or the error that kept us from them, raised only once the body has been found valid."""
+    cache: dict[ModelTarget, tuple[float, SignatureInputs]] = request.app.state.signature_cache
+    cached = cache.get(target)
     if cached is not None and time.monotonic() - cached[0] < SIGNATURE_CACHE_TTL_S:
-        return cached[1]
-    response = await core.model_metadata(core.metadata_request(target), core.settings.request_timeout_s)
-    input_types = signature_inputs(response, signature_name)
-    cache[key] = (time.monotonic(), input_types)
-    return input_types
+        return cached[1], None
+    try:
+        response = await core.model_metadata(core.metadata_request(target), core.settings.request_timeout_s)
+    except GatewayError as error:
+        return None, error
+    signatures = signature_inputs(response)
+    cache[target] = (time.monotonic(), signatures)
+    return signatures, None
 
 
 @router.get("/{name}", summary="Model status (all versions)", responses=TF_ERRORS)

@@ -166,14 +166,22 @@ def metadata_json(response: Any) -> dict[str, Any]:
     return {"model_spec": _to_dict(response.model_spec), "metadata": metadata}
 
 
-def signature_inputs(response: Any, signature_name: str) -> InputTypes:
-    """Input name → dtype of one signature from a GetModelMetadataResponse."""
+def signature_inputs(response: Any) -> dict[str, InputTypes]:
+    """Signature name → its inputs' dtypes, from a GetModelMetadataResponse."""
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
+    return {
+        name: {key: info.dtype for key, info in signature.inputs.items()}
+        for name, signature in signatures.signature_def.items()
+    }
+
+
+def select_signature(signatures: dict[str, InputTypes], signature_name: str) -> InputTypes:
+    """The inputs of the signature a body names (`serving_default` when it names none), as TF Serving words it."""
     name = signature_name or "serving_default"
-    if name not in signatures.signature_def:
+    if name not in signatures:
         raise BadRequest(f"serving signature name: {name!r} not found in signature def")
-    return {key: info.dtype for key, info in signatures.signature_def[name].inputs.items()}
+    return signatures[name]
 
 
 def _to_dict(message: Any) -> dict[str, Any]:

@@ -186,6 +186,11 @@ def test_the_embedded_model_server_command_binds_loopback_only():
     assert command[command.index("--host") + 1] == LOOPBACK == "127.0.0.1"
 
 
+def test_the_embedded_model_server_command_carries_the_gateways_pixel_budget():
+    command = model_server_command(Path("models"), 8600, max_request_pixels=5000)
+    assert command[command.index("--max-request-pixels") + 1] == "5000"
+
+
 def test_grpc_backend_stops_retrying_once_the_supervisor_knows_the_server_is_down():
     import grpc
     import grpc.aio

@@ -14,7 +14,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.gateway.errors import PayloadTooLarge
-from service.gateway.http import tfserving as http_tfserving
+from service.gateway.http import json_offload
 from service.gateway.http.body_limits import RowCounter
 from tests.conftest import encode_image
 from tests.service.gateway.in_process import fake_and_gateway, tf_serving_request
@@ -52,7 +52,7 @@ def test_tf_serving_predict_counts_the_pixel_budget_over_b64_images(make_client)
 
 def test_an_over_rows_pixel_body_is_refused_before_it_is_parsed(make_client, monkeypatch):
     parsed = []
-    monkeypatch.setattr(http_tfserving, "load_json", lambda body: parsed.append(body))
+    monkeypatch.setattr(json_offload, "load_json", lambda body: parsed.append(body))
     client = make_client(max_images_per_request=4)
     pixels = np.zeros((5, 8, 8, 3), np.uint8).tolist()
     response = client.post("/v1/models/demo:predict", json={"signature_name": "predict_pixels", "instances": pixels})
@@ -63,7 +63,7 @@ def test_an_over_rows_pixel_body_is_refused_before_it_is_parsed(make_client, mon
 
 def test_an_over_rows_columnar_body_is_refused_before_it_is_parsed(make_client, monkeypatch):
     parsed = []
-    monkeypatch.setattr(http_tfserving, "load_json", lambda body: parsed.append(body))
+    monkeypatch.setattr(json_offload, "load_json", lambda body: parsed.append(body))
     client = make_client(max_images_per_request=4)
     pixels = np.zeros((5, 2, 2, 3), np.uint8).tolist()
     body = {"signature_name": "predict_pixels", "inputs": {"pixels": pixels}}

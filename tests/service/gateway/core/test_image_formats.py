@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
 import pytest
 from PIL import Image
 
+from service.gateway.core import image_formats
 from service.gateway.core.decode_errors import describe_decode_failure, strip_tf_internals
 from tests.conftest import random_images
 from tests.service.gateway.fakes import corrupt_png, image_label, rpc_error
+from tests.service.gateway.in_process import fake_and_gateway, http_client
 
 TF_INTERNALS = ("Graph execution error", "Detected at node", "DecodeImage", "[Op:", "{{node", "File ")
 
@@ -65,13 +69,38 @@ def test_model_decode_error_is_worded_without_tensorflow_internals(client, fake_
         ("Invalid GIF data (size 26), failed to slurp gif file", "GIF", "its GIF data is truncated or corrupt"),
         ("Number of channels inherent in the image must be 1, 3 or 4, was 0", "BMP", "its number of colour channels"),
         ("Unknown image file format. One of JPEG, PNG, GIF, BMP required.", None, "it is not a JPEG, PNG, BMP"),
-        ("something new", "PNG", "its PNG data could not be decoded"),
+        ("something new", "PNG", "its PNG data is unreadable (truncated, corrupt or an unsupported variant)"),
     ],
 )
 def test_decode_failures_in_plain_words(reason, image_format, expected):
     described = describe_decode_failure(tf_message(reason), image_format)
     assert described.startswith(expected)
     assert not [part for part in TF_INTERNALS if part in described]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "image 0 cannot be decoded: broken data stream when reading image file",
+            "its PNG data is truncated or corrupt",
+        ),
+        ("image 3 cannot be decoded: image file is truncated (4 bytes not processed)", "its PNG data is truncated"),
+        ("image 1 cannot be decoded: decoder error -2", "its PNG data is unreadable (decoder error -2)"),
+    ],
+)
+def test_the_model_servers_own_wording_leaves_only_its_reason(message, expected):
+    # The embedded model server names the image by its index in its own call; the gateway names it itself.
+    described = describe_decode_failure(message, "PNG")
+    assert described.startswith(expected)
+    assert "image" not in described.replace("image file", "")
+
+
+def test_a_model_server_decode_error_names_the_image_once_in_one_line(client, fake_upstream):
+    wording = "image 0 cannot be decoded: broken data stream when reading image file"
+    fake_upstream.fail_with = rpc_error(grpc.StatusCode.INVALID_ARGUMENT, wording)
+    message = upload(client, corrupt_png()).json()["error"]["message"]
+    assert message == "image 0 (a.png) could not be decoded: its PNG data is truncated or corrupt"
 
 
 def test_other_tensorflow_messages_lose_their_internals():
@@ -164,3 +193,67 @@ def test_tf_serving_grpc_predict_serves_tiff_like_predict() -> None:
             assert refused.value.details() == "image 0 is a TIFF that could not be decoded (truncated or corrupt)"
 
     asyncio.run(scenario())
+
+
+def flat_tiff(side: int) -> bytes:
+    """One colour, LZW: 36 Mpx (side 6000) in about 1.4 MB, about a second of decoding and PNG encoding."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 30, 30)).save(buffer, "TIFF", compression="tiff_lzw")
+    return buffer.getvalue()
+
+
+def test_tiffs_over_the_pixel_budget_are_refused_from_their_headers_before_any_conversion(
+    make_client, fake_upstream, monkeypatch
+):
+    converted = []
+    monkeypatch.setattr(image_formats, "tiff_to_png", lambda data, **_: converted.append(data))
+    client = make_client(max_request_pixels=15_000)
+    files = [("files", (f"{index}.tif", flat_tiff(100), "image/tiff")) for index in range(2)]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 413
+    assert response.json()["error"]["message"].startswith(
+        "the request's images decode to 20000 pixels, more than the per-request budget of 15000"
+    )
+    assert converted == []
+    assert fake_upstream.predict_requests == []
+
+
+def multipart_in_chunks(name: str, data: bytes, uploaded: asyncio.Event) -> tuple[dict[str, str], AsyncIterator]:
+    """A one-file /predict multipart body sent in 64 KiB chunks; `uploaded` is set once the last one is written."""
+    boundary = "tlserve-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: image/tiff\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+        uploaded.set()  # httpx asks for the next chunk only after writing the last one
+
+    return {"content-type": f"multipart/form-data; boundary={boundary}"}, chunks()
+
+
+def test_healthz_keeps_answering_while_a_big_tiff_is_converted():
+    # Pillow releases the GIL while it decodes and encodes: in a thread, the conversion leaves the loop free
+    # (hundreds of probes here). On the loop, a 36 Mpx TIFF held every other request for about a second: only the
+    # few probes that fit around the upstream call got in (8).
+    tiff = flat_tiff(6000)
+
+    async def scenario():
+        async with fake_and_gateway() as (ports, _channel, _fake, _servicer), http_client(ports) as client:
+            await client.get("/healthz")
+            uploaded = asyncio.Event()
+            headers, content = multipart_in_chunks("scan.tif", tiff, uploaded)
+            answer = asyncio.create_task(client.post("/predict", content=content, headers=headers))
+            await uploaded.wait()
+            probes = 0
+            while not answer.done():
+                assert (await client.get("/healthz")).status_code == 200
+                probes += 1
+            return await answer, probes
+
+    response, probes = asyncio.run(scenario())
+    assert response.status_code == 200, response.text
+    assert probes >= 100, f"only {probes} /healthz answers while the TIFF was converted"

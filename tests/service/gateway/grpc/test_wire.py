@@ -19,6 +19,7 @@ from tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -189,6 +190,50 @@ def test_grpc_requires_the_api_key_when_configured():
             assert response.model_spec.name == "demo"
 
     asyncio.run(scenario())
+
+
+def test_without_a_key_grpc_neither_reads_nor_changes_what_serves():
+    """Every method that reads what serves is UNAUTHENTICATED; reloading is not offered at all (UNIMPLEMENTED, with
+    or without a key); health and reflection answer without one but name no model."""
+
+    async def scenario():
+        async with fake_and_gateway(api_keys=("k1",)) as (_, channel, fake, _servicer):
+            prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            models = model_service_pb2_grpc.ModelServiceStub(channel)
+            metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+            metadata_request.model_spec.name = "demo"
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "demo"
+            codes = {}
+            for name, call in {
+                "Predict": lambda: prediction.Predict(tf_serving_request(random_images(1)), timeout=10),
+                "GetModelMetadata": lambda: prediction.GetModelMetadata(metadata_request, timeout=10),
+                "GetModelStatus": lambda: models.GetModelStatus(status_request, timeout=10),
+                "HandleReloadConfigRequest": lambda: models.HandleReloadConfigRequest(
+                    model_management_pb2.ReloadConfigRequest(), timeout=10
+                ),
+            }.items():
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await call()
+                codes[name] = caught.value.code()
+            with pytest.raises(grpc.aio.AioRpcError) as keyed_reload:
+                await models.HandleReloadConfigRequest(
+                    model_management_pb2.ReloadConfigRequest(), timeout=10, metadata=(("x-api-key", "k1"),)
+                )
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return codes, keyed_reload.value.code(), health, fake
+
+    codes, keyed_reload, health, fake = asyncio.run(scenario())
+    assert codes == {
+        "Predict": grpc.StatusCode.UNAUTHENTICATED,
+        "GetModelMetadata": grpc.StatusCode.UNAUTHENTICATED,
+        "GetModelStatus": grpc.StatusCode.UNAUTHENTICATED,
+        "HandleReloadConfigRequest": grpc.StatusCode.UNIMPLEMENTED,
+    }
+    assert keyed_reload == grpc.StatusCode.UNIMPLEMENTED
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert "demo" not in str(health)
+    assert fake.predict_requests == []
 
 
 def test_client_deadline_bounds_the_upstream_call():
