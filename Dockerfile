@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # tlserve images. Dependencies install from requirements/*.txt with the Makefile's commands, before the source
 # is copied, so a code change rebuilds only the last layers.
-#   docker build -t tlserve-gateway .                    # the gateway (default target, CPU, no training code deps)
+#   docker build -t tlserve-gateway .                    # the gateway (default target): the thin set, no TensorFlow
 #   docker build -t tlserve-trainer --target trainer .   # train / retrain, CUDA-enabled TensorFlow
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -16,31 +16,33 @@ RUN groupadd --system --gid 10001 tlserve \
     && useradd --system --uid 10001 --gid tlserve --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin tlserve
 
-# ---- gateway dependencies: requirements/gateway.txt + no-deps.txt, exactly as the Makefile installs them
+# ---- gateway dependencies: only the thin set, requirements/gateway.txt (no TensorFlow, no tensorflow-serving-api:
+# the gateway speaks TF Serving's protocol through tlserve/protos/)
 FROM python-base AS gateway-deps
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY requirements/ requirements/
 RUN python -m pip install -r requirements/gateway.txt \
-    && python -m pip install --no-deps -r requirements/no-deps.txt
+    && python -m pip check
 
 FROM gateway-deps AS gateway-build
 COPY pyproject.toml README.md ./
 COPY tlserve/ tlserve/
 COPY training/ training/
+COPY promotion/ promotion/
 COPY service/ service/
 RUN python -m pip install --no-deps --no-build-isolation .
 
 # ---- trainer: the full runtime set, with TensorFlow's CUDA build in place of tensorflow-cpu.
 # TensorFlow's pip wheels carry CUDA and cuDNN (`tensorflow[and-cuda]`), so a slim Python base is GPU-capable:
-# the NVIDIA container runtime injects only the driver. The TF version is read from gateway.txt (one source).
+# the NVIDIA container runtime injects only the driver. The TF version is read from runtime.txt (one source).
 FROM python-base AS trainer-deps
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY requirements/ requirements/
-RUN tf_version="$(sed -n 's/^tensorflow-cpu==//p' requirements/gateway.txt)" \
+RUN tf_version="$(sed -n 's/^tensorflow-cpu==//p' requirements/runtime.txt)" \
     && test -n "$tf_version" \
-    && sed -i '/^tensorflow-cpu==/d' requirements/gateway.txt \
+    && sed -i '/^tensorflow-cpu==/d' requirements/runtime.txt \
     && python -m pip install "tensorflow[and-cuda]==${tf_version}" -r requirements/runtime.txt \
     && python -m pip install --no-deps -r requirements/no-deps.txt
 
@@ -48,6 +50,7 @@ FROM trainer-deps AS trainer-build
 COPY pyproject.toml README.md ./
 COPY tlserve/ tlserve/
 COPY training/ training/
+COPY promotion/ promotion/
 COPY service/ service/
 RUN python -m pip install --no-deps --no-build-isolation .
 

@@ -9,12 +9,13 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv tools demo test lint typecheck unit bench clean
+.PHONY: help venv tools demo test lint typecheck unit bench protos clean
 
 help:
 	@echo "make demo   sample data -> train -> publish -> serve -> predict (embedded model server)"
 	@echo "make test   lint, type-check and the whole test suite"
 	@echo "make bench  benchmarks (numbers go to docs/BENCHMARKS.md)"
+	@echo "make protos regenerate tlserve/protos/ (TF Serving messages without TensorFlow) from the pinned packages"
 
 $(STAMP): requirements/*.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ unit: $(STAMP) tools
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# tlserve/protos/ from the installed tensorflow-serving-api/tensorflow descriptors (grpcio-tools' protoc).
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh

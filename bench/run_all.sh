@@ -12,3 +12,12 @@ python bench/train_bench.py --images-per-class 200 --image-size 64 --epochs 5 --
 
 echo "== serving: gateway overhead, batching gain, efficiency, bytes on the wire"
 python bench/serve_bench.py --image-size 64 --out "$BENCH_OUT/serve.json"
+
+echo "== soak: 10 x 30 s through tlserve serve (gateway + embedded model server), throughput and RSS per run"
+python bench/soak_bench.py --out "$BENCH_OUT/soak.json"
+
+echo "== thin side: gateway/client/promotion without TensorFlow, before (08bbb82) vs after (HEAD)"
+python bench/thin_bench.py --out "$BENCH_OUT/thin.json"
+
+echo "== edges: memory-amplification request; big REST bodies vs /healthz, JSON conversion in-process and in a worker"
+python bench/edge_bench.py --out "$BENCH_OUT/edge.json"

@@ -55,8 +55,8 @@ def export_small_model(models_dir: Path, name: str, image_size: int) -> None:
     """VGG16 (weights=None: no hub downloads here) + pooling head, published as version 1."""
     import keras
 
-    from tlserve.preprocessing import preprocess_pixels
     from training.export import ExportSpec, export_saved_model
+    from training.preprocessing import preprocess_pixels
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((image_size, image_size, 3))
@@ -184,8 +184,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import grpc
     import httpx
 
-    from service.gateway.client import GRPC_OPTIONS, predict_request
-    from tests.support.gateway import ModelServerProcess, free_port, running_serve
+    from service.client import GRPC_OPTIONS, predict_request
+    from tests.support.gateway import running_serve
+    from tests.support.modelserver import ModelServerProcess
+    from tlserve.processes import free_port
 
     models_dir = args.models_dir or workdir / "models"
     if args.models_dir is None:

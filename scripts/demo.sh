@@ -11,10 +11,25 @@ echo "== 1/4 sample data -> $DEMO_DIR/data"
 tlserve data sample "$DEMO_DIR/data" --classes 3 --per-class 60 --size 128 --seed 0
 
 echo "== 2/4 train and publish -> $MODELS_DIR/demo"
-tlserve train "$DEMO_DIR/data" --name demo --models-dir "$MODELS_DIR" --image-size 64 --epochs 5 \
-  --runs-dir "$DEMO_DIR/runs"
-echo "   note: where ImageNet weights cannot be downloaded (the warning above), the VGG16 base is random and the"
-echo "   scores below are near chance; the demo shows the pipeline. With ImageNet weights the same steps learn the task."
+# ImageNet weights first; where they cannot be had (no network, no Keras cache) `tlserve train` refuses with
+# exit 2, and the demo then chooses a random base explicitly instead of publishing a silently useless model.
+# --promote --offline: a repeated demo serves the version it just trained (later versions are otherwise candidates);
+# no server runs yet, so only models.config is rewritten.
+train_demo() {
+  tlserve train "$DEMO_DIR/data" --name demo --models-dir "$MODELS_DIR" --image-size 64 --epochs 5 \
+    --runs-dir "$DEMO_DIR/runs" --weights "$1" --promote --offline
+}
+TRAIN_ERR="$DEMO_DIR/train-imagenet.err"
+mkdir -p "$DEMO_DIR"
+if ! train_demo imagenet 2> >(tee "$TRAIN_ERR" >&2); then
+  if ! grep -q "ImageNet weights" "$TRAIN_ERR"; then
+    cat "$TRAIN_ERR" >&2
+    exit 1
+  fi
+  echo "   ImageNet weights are not available here, so the demo trains on a random VGG16 (--weights none):"
+  echo "   its scores are near chance; the demo shows the pipeline. With ImageNet weights the same steps learn."
+  train_demo none
+fi
 
 # Serving: the gateway on free loopback ports, its embedded model server as a child; stopped on any exit.
 read -r HTTP_PORT GRPC_PORT MODEL_SERVER_PORT < <(python - <<'PY'

@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Installs the offline checkers that tests/deploy needs and pip cannot provide: promtool (Debian's `prometheus`).
-# Idempotent: does nothing when promtool is already on PATH. Needs root (CI runs as root) and the Debian registry.
-# The PyPI tools (kubernetes-validate, hadolint, the kubectl wheel) come from requirements/dev.txt.
+# Installs the offline tools the tests need and pip cannot provide, from Debian's packages:
+#   promtool (package prometheus) for tests/deploy;
+#   chromium + chromedriver (packages chromium, chromium-driver) for the page test
+#   (tests/service/gateway/test_page_browser.py; Selenium itself comes from requirements/dev.txt).
+# Idempotent: installs only what is missing from PATH. Needs root (CI runs as root) and the Debian registry.
+# The PyPI tools (kubernetes-validate, hadolint, the kubectl wheel, selenium) come from requirements/dev.txt.
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1; then
+packages=()
+if ! command -v promtool >/dev/null 2>&1; then
+  packages+=(prometheus)
+fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  packages+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  packages+=(chromium-driver)
+fi
+if [[ ${#packages[@]} -eq 0 ]]; then
   exit 0
 fi
 if [[ "$(id -u)" -ne 0 ]]; then
-  echo "install-tools: promtool is missing; run as root or: sudo apt-get install --no-install-recommends prometheus" >&2
+  echo "install-tools: missing ${packages[*]}; run as root or: sudo apt-get install --no-install-recommends ${packages[*]}" >&2
   exit 1
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-tools: promtool is missing and apt-get is not available; install Prometheus's promtool by hand" >&2
+  echo "install-tools: missing ${packages[*]} and apt-get is not available; install them by hand" >&2
   exit 1
 fi
 
@@ -30,9 +43,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "install-tools: installing promtool (Debian package prometheus)"
+echo "install-tools: installing Debian packages: ${packages[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-command -v promtool >/dev/null 2>&1 || { echo "install-tools: promtool still missing after apt-get" >&2; exit 1; }
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+for tool in promtool chromedriver; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "install-tools: $tool still missing after apt-get" >&2; exit 1; }
+done
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || { echo "install-tools: chromium still missing after apt-get" >&2; exit 1; }
 promtool --version 2>&1 | head -n 1
+chromedriver --version 2>&1 | head -n 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,21 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def without_tlserve_environment() -> Iterator[None]:
+    """No TLSERVE_* variable of the developer's shell reaches the tests or the processes they start.
+
+    Settings read the environment, so an exported TLSERVE_API_KEYS would turn gateway tests into 401s. Session
+    scope, so session and module fixtures (the e2e gateways) are covered too; a test that wants a variable sets it
+    with monkeypatch.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("TLSERVE_")]:
+            patch.delenv(name)
+        yield
+
 
 CLASSES = ("circle", "square", "triangle")
 IMAGE_SIZE = 32
@@ -51,7 +66,7 @@ def build_tiny_classifier(num_classes: int = len(CLASSES), image_size: int = IMA
     """VGG16 (weights=None) + pooling head at 32 px: the real architecture, small enough for CI."""
     import keras
 
-    from tlserve.preprocessing import preprocess_pixels
+    from training.preprocessing import preprocess_pixels
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((image_size, image_size, 3))

@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from tlserve import __version__
 from tlserve.console import EXIT_USAGE, CommandError
+from tlserve.tf_logging import log_level, quiet_tensorflow
 
 COMMAND_MODULES = (
-    "training.cli_data",
-    "training.cli_train",
-    "training.cli_models",
-    "training.cli_features",
+    "training.cli",
+    "training.features_cli",
+    "promotion.cli",
     "service.modelserver.cli",
     "service.gateway.cli",
 )
@@ -43,12 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
+    """Python logging at --verbose / $TLSERVE_LOG_LEVEL (default INFO); TensorFlow's C++ lines only at DEBUG."""
+    level = log_level(verbose)
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # TensorFlow's C++ logs (CUDA probing, oneDNN notices) drown the useful lines.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before any handler imports TensorFlow: its C++ logs (CUDA probing, oneDNN notices) drown the useful lines.
+    quiet_tensorflow(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,23 @@ LABEL_PATTERN: Final = re.compile(r"^[a-zA-Z0-9_]+$")
 MODEL_NAME_PATTERN: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
+def top_k_problem(value: object) -> str | None:
+    """The one `top_k` rule of /predict, the JSON body and `tlserve predict` (HTTP and gRPC): an integer (not a
+    boolean) from 1 to MAX_TOP_K. None when `value` follows it, else the reason, worded the same everywhere."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
+        return f"top_k must be an integer from 1 to {MAX_TOP_K}, not {value!r}"
+    return None
+
+
+def check_top_k(value: object) -> int:
+    """`value` if it follows the top_k rule, else ValueError with the reason."""
+    problem = top_k_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    assert isinstance(value, int)
+    return value
+
+
 def top_k_for(num_classes: int) -> int:
     """K of the `classes`/`scores` outputs: every class, capped at MAX_TOP_K."""
     return min(MAX_TOP_K, num_classes)
@@ -58,3 +75,15 @@ def list_versions(model_dir: Path) -> list[int]:
         if name.isdigit() and str(int(name)) == name and child.is_dir():
             versions.append(int(name))
     return sorted(versions)
+
+
+def unconfigured_model_folders(models_dir: Path) -> list[Path]:
+    """The model folders a repository without models.config serves: visible folders holding at least one version.
+
+    One rule for the promotion tools (what they write into a first models.config), the embedded model server's
+    `--models-dir` (what it serves, latest version each) and the gateway (which models it reports and defaults to).
+    A folder without versions yet serves nothing, so it is not counted (it would keep `/readyz` at 503).
+    """
+    if not models_dir.is_dir():
+        return []
+    return sorted(child for child in models_dir.iterdir() if not child.name.startswith(".") and list_versions(child))

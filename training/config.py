@@ -1,12 +1,17 @@
-"""The training configuration: one frozen dataclass built from defaults, a TOML file and flags (in that order).
+"""The training configuration, built from defaults, a TOML file and flags (in that order), in two parts:
 
-Every field is both a `tlserve train` flag (`--image-size`) and a TOML key (`image_size` or `image-size`),
-so a config file is just a saved command line. Free of TensorFlow: the CLI imports it to build its parser.
+- `TrainConfig`, the hyper-parameters: what the model is and how it is trained. A published version's metadata
+  records exactly these (a retrain reads them back as its baseline).
+- `RunOptions`, where a run reads and writes and how it reports (dataset folder, model name, models/ and runs/
+  directories, --resume, --json): never part of a version.
+
+Every field of either is both a `tlserve train` flag (`--image-size`) and a TOML key (`image_size` or
+`image-size`), so a config file is just a saved command line. Free of TensorFlow: the CLI imports it to build its
+parser.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -24,17 +29,14 @@ HEADS = ("flatten", "gap")
 CLASS_WEIGHTS = ("auto", "none")
 
 
-class ConfigError(CommandError):
+class TrainConfigError(CommandError):
     """A bad flag value, config file or key (exit code 2)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Defaults reproduce the original recipe's model on VGG16."""
+    """The hyper-parameters of a run. Defaults reproduce the original recipe's model on VGG16."""
 
-    data: str = ""
-    name: str = ""
-    models_dir: str = "models"
     base: str = "vgg16"
     weights: str = "imagenet"
     image_size: int = 224
@@ -62,19 +64,35 @@ class TrainConfig:
     contrast: float = 0.1
     augment_views: int = 4
     feature_cache: bool = True
-    feature_store: str = ""  # run option: never part of a model's identity
     early_stopping: int = 0
     class_weights: str = "auto"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
-    resume: bool = False
     mixed_precision: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run reads and writes and how it reports; none of it changes the model or lands in its metadata."""
+
+    data: str = ""
+    name: str = ""
+    models_dir: str = "models"
     runs_dir: str = "runs"
+    feature_store: str = ""
+    resume: bool = False
     json: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+HYPERPARAMETERS = tuple(item.name for item in fields(TrainConfig))
+RUN_OPTIONS = tuple(item.name for item in fields(RunOptions))
 
 
 HELP: dict[str, str] = {
@@ -119,73 +137,55 @@ CHOICES = {
     "head": HEADS,
     "class_weights": CLASS_WEIGHTS,
 }
-_CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (positional or shared flags)
 
 
 def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are SUPPRESSed so that only given flags override the file."""
-    parser.add_argument("--config", type=Path, help="TOML file whose keys are these flags' names")
-    for item in fields(TrainConfig):
-        if item.name in _CLI_ONLY:
-            continue
-        help_text = f"{HELP.get(item.name, item.name.replace('_', ' '))} (default: {item.default})"
-        if item.type == "bool":
-            action = argparse.BooleanOptionalAction
-            parser.add_argument(flag_name(item.name), action=action, default=argparse.SUPPRESS, help=help_text)
-        else:
-            choices = CHOICES.get(item.name)
-            parser.add_argument(
-                flag_name(item.name),
-                type=_parser_for(item.type),
-                default=argparse.SUPPRESS,
-                metavar="{" + ",".join(choices) + "}" if choices else None,
-                help=help_text,
-            )
-
-
-def _parser_for(type_name: Any) -> Any:
-    return {"int": int, "float": float, "str": str}[str(type_name)]
-
-
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a config file; a missing file or bad TOML is a ConfigError."""
+    """Read a config file; a missing file or bad TOML is a TrainConfigError."""
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise TrainConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise TrainConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 def normalize_keys(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
-    """`image-size` and `image_size` both name the field; anything else is an error."""
-    known = {item.name for item in fields(TrainConfig)}
+    """`image-size` and `image_size` both name the field (of either part); anything else is an error."""
+    known = {*HYPERPARAMETERS, *RUN_OPTIONS}
     normalized: dict[str, Any] = {}
     for key, value in values.items():
         field_name = key.replace("-", "_")
         if field_name not in known:
-            raise ConfigError(f"{source}: unknown key {key!r}")
+            raise TrainConfigError(f"{source}: unknown key {key!r}")
         normalized[field_name] = value
     return normalized
+
+
+def build_run(
+    file_values: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str = "config"
+) -> tuple[TrainConfig, RunOptions]:
+    """Defaults ← file ← flags, each value type-checked, split into hyper-parameters and run options, validated."""
+    merged = normalize_keys(file_values, source=source)
+    merged.update(normalize_keys({k: v for k, v in overrides.items() if v is not None}, source=source))
+    types = {item.name: str(item.type) for item in (*fields(TrainConfig), *fields(RunOptions))}
+    for key, value in merged.items():
+        merged[key] = _coerce(key, value, types[key], source)
+    config = TrainConfig(**{key: value for key, value in merged.items() if key in HYPERPARAMETERS})
+    run = RunOptions(**{key: value for key, value in merged.items() if key in RUN_OPTIONS})
+    validate(config)
+    return config, run
 
 
 def build_config(
     file_values: Mapping[str, Any], overrides: Mapping[str, Any], *, source: str = "config"
 ) -> TrainConfig:
-    """Defaults ← file ← flags, each value type-checked, then the whole validated."""
-    merged = normalize_keys(file_values, source=source)
-    merged.update({key: value for key, value in overrides.items() if value is not None})
-    types = {item.name: str(item.type) for item in fields(TrainConfig)}
-    for key, value in merged.items():
-        merged[key] = _coerce(key, value, types[key], source)
-    config = TrainConfig(**merged)
-    validate(config)
-    return config
+    """The hyper-parameters only (run options in the values are checked, then dropped)."""
+    return build_run(file_values, overrides, source=source)[0]
 
 
 def _coerce(key: str, value: Any, type_name: str, source: str) -> Any:
@@ -202,7 +202,7 @@ def _coerce(key: str, value: Any, type_name: str, source: str) -> Any:
         return str(value)
     elif type_name == "str" and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # fine_tune_from = 4 (last four layers)
-    raise ConfigError(f"{source}: {key} must be a {type_name}, got {value!r}")
+    raise TrainConfigError(f"{source}: {key} must be a {type_name}, got {value!r}")
 
 
 def validate(config: TrainConfig) -> None:
@@ -217,27 +217,27 @@ def validate(config: TrainConfig) -> None:
     positive["augment_views"] = config.augment_views
     for key, number in positive.items():
         if number <= 0:
-            raise ConfigError(f"{flag_name(key)} must be > 0, got {number}")
+            raise TrainConfigError(f"{flag_name(key)} must be > 0, got {number}")
     if config.image_size < 32:
-        raise ConfigError(f"--image-size must be at least 32 (the bases downsample 32x), got {config.image_size}")
+        raise TrainConfigError(f"--image-size must be at least 32 (the bases downsample 32x), got {config.image_size}")
     counts = {"epochs": config.epochs, "fine_tune_epochs": config.fine_tune_epochs}
     counts.update(dense_units=config.dense_units, early_stopping=config.early_stopping)
     for key, count in counts.items():
         if count < 0:
-            raise ConfigError(f"{flag_name(key)} must be >= 0, got {count}")
+            raise TrainConfigError(f"{flag_name(key)} must be >= 0, got {count}")
     for key in ("dropout", "val_fraction", "test_fraction", "rotation", "zoom", "translation", "contrast"):
         rate = getattr(config, key)
         if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{flag_name(key)} must be in [0, 1), got {rate}")
+            raise TrainConfigError(f"{flag_name(key)} must be in [0, 1), got {rate}")
     if config.val_fraction + config.test_fraction >= 1.0:
-        raise ConfigError("--val-fraction + --test-fraction must leave some training data")
+        raise TrainConfigError("--val-fraction + --test-fraction must leave some training data")
     for key in ("weight_decay", "l2", "momentum"):
         if getattr(config, key) < 0:
-            raise ConfigError(f"{flag_name(key)} must be >= 0")
+            raise TrainConfigError(f"{flag_name(key)} must be >= 0")
     if config.fine_tune_epochs > 0 and config.fine_tune_from.isdigit() and int(config.fine_tune_from) == 0:
-        raise ConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
+        raise TrainConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{flag_name(key)} must be one of {', '.join(choices)}; got {value!r}")
+        raise TrainConfigError(f"{flag_name(key)} must be one of {', '.join(choices)}; got {value!r}")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -113,6 +116,7 @@ def plot_curves(history: Mapping[str, list[float]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for key, values in history.items():
@@ -122,6 +126,7 @@ def plot_curves(history: Mapping[str, list[float]], path: Path) -> None:
             accuracy_axes.plot(range(1, len(values) + 1), values, label=key)
     for axes, name in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.2, 1.4 … ticks
         axes.set_title(name)
         axes.legend()
     _save(figure, path)
@@ -170,23 +175,26 @@ def evaluate_version(version_dir: Path, data_dir: Path, out_dir: Path, *, batch_
     import tensorflow as tf
 
     from tlserve import contract
-    from training.config import ConfigError
+    from training.config import TrainConfigError
     from training.data import DatasetError, scan_dataset
     from training.data.checks import to_png_bytes
+    from training.evaluation_guard import overlap_warning, trained_on
 
     labels_path = version_dir / contract.LABELS_FILE
     if not labels_path.is_file():
-        raise ConfigError(f"{version_dir}: not an exported version (no {contract.LABELS_FILE})")
+        raise TrainConfigError(f"{version_dir}: not an exported version (no {contract.LABELS_FILE})")
     classes = labels_path.read_text(encoding="utf-8").splitlines()
+    trained = trained_on(version_dir, data_dir)
+    fractions = {key: trained[key] for key in ("val_fraction", "test_fraction") if key in trained} if trained else {}
     try:
-        scan = scan_dataset(data_dir, progress=False)
+        scan = scan_dataset(data_dir, progress=False, **fractions)  # the split the version was trained with
     except DatasetError as exc:
-        raise ConfigError(str(exc)) from None
+        raise TrainConfigError(str(exc)) from None
     unknown = sorted(set(scan.classes) - set(classes))
     if unknown:
-        raise ConfigError(f"{data_dir}: classes the model does not know: {', '.join(unknown)}")
+        raise TrainConfigError(f"{data_dir}: classes the model does not know: {', '.join(unknown)}")
     if not scan.records:
-        raise ConfigError(f"{data_dir}: no usable images")
+        raise TrainConfigError(f"{data_dir}: no usable images")
     signature = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_BYTES]
     labels = np.array([classes.index(scan.classes[r.label]) for r in scan.records])
     batches = []
@@ -197,5 +205,9 @@ def evaluate_version(version_dir: Path, data_dir: Path, out_dir: Path, *, batch_
         batches.append(outputs[contract.OUTPUT_PROBABILITIES].numpy())
     metrics = classification_metrics(labels, np.concatenate(batches), classes)
     metrics["skipped"] = scan.bad_reasons()
+    # Same folder as training: its train/val images were fitted or used for model selection.
+    metrics["seen_in_training"] = sum(r.split != "test" for r in scan.records) if trained else 0
+    if metrics["seen_in_training"]:
+        logger.warning("%s", overlap_warning(version_dir, data_dir, metrics["seen_in_training"], len(scan.records)))
     write_reports(out_dir, metrics, title=f"of {version_dir} on {data_dir}")
     return metrics

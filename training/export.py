@@ -19,7 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 from tlserve import __version__, contract
-from tlserve.preprocessing import decode_and_resize
+from training.preprocessing import decode_and_resize
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any
 
 import keras
 
-from tlserve.preprocessing import preprocess_pixels
-from training.config import ConfigError, TrainConfig
+from training.config import TrainConfig, TrainConfigError
+from training.preprocessing import preprocess_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ class Classifier:
 
 
 def load_base(config: TrainConfig) -> Any:
-    """The pretrained base without its top; falls back to random weights where ImageNet cannot be downloaded."""
+    """The pretrained base without its top; weights that cannot be had are an error, never a silent fallback.
+
+    A random base trains a head on noise and scores near chance, so it is only ever used on request (`--weights none`).
+    """
     constructor = getattr(keras.applications, BASE_CONSTRUCTORS[config.base])
     shape = (config.image_size, config.image_size, 3)
     weights = config.weights
@@ -68,14 +71,21 @@ def load_base(config: TrainConfig) -> Any:
         return constructor(include_top=False, weights=None, input_shape=shape)
     if weights.lower() != "imagenet":
         if not Path(weights).is_file():
-            raise ConfigError(f"--weights: no such file: {weights}")
+            raise TrainConfigError(f"--weights: no such file: {weights}")
         return constructor(include_top=False, weights=weights, input_shape=shape)
     try:
         return constructor(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as exc:  # keras raises a bare Exception for a failed download
-        reason = _short_reason(exc)
-        logger.warning("ImageNet weights could not be downloaded (%s); continuing with weights=None", reason)
-        return constructor(include_top=False, weights=None, input_shape=shape)
+        raise TrainConfigError(weights_unavailable_message(config.base, _short_reason(exc))) from exc
+
+
+def weights_unavailable_message(base: str, reason: str) -> str:
+    """One line naming the three ways out of a failed ImageNet download."""
+    return (
+        f"ImageNet weights for {base} could not be downloaded ({reason}); give a weights file with "
+        "--weights PATH, pre-fill the Keras cache (~/.keras/models, or $KERAS_HOME/models), "
+        "or train a random base explicitly with --weights none"
+    )
 
 
 def _short_reason(exc: Exception) -> str:
@@ -141,16 +151,16 @@ def unfreeze_top(base: Any, fine_tune_from: str, base_name: str) -> int:
 
 
 def check_fine_tune_from(base: Any, fine_tune_from: str, base_name: str) -> None:
-    """Raise the ConfigError `unfreeze_top` would, without changing the base (so before phase 1 runs)."""
+    """Raise the TrainConfigError `unfreeze_top` would, without changing the base (so before phase 1 runs)."""
     _first_unfrozen_index(base.layers, fine_tune_from or DEFAULT_FINE_TUNE_FROM[base_name])
 
 
 def _first_unfrozen_index(layers: list[Any], fine_tune_from: str) -> int:
     if fine_tune_from.isdigit():
         if int(fine_tune_from) == 0:
-            raise ConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
+            raise TrainConfigError("--fine-tune-from 0 unfreezes nothing; give K >= 1 or a layer name")
         return max(0, len(layers) - int(fine_tune_from))
     for index, layer in enumerate(layers):
         if layer.name.startswith(fine_tune_from):
             return index
-    raise ConfigError(f"--fine-tune-from: no layer of the base is named {fine_tune_from!r}*")
+    raise TrainConfigError(f"--fine-tune-from: no layer of the base is named {fine_tune_from!r}*")

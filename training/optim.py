@@ -8,8 +8,9 @@ from typing import Any
 
 import keras
 
-from training.callbacks import EpochCheckpoint
+from training.checkpoint import EpochCheckpoint
 from training.config import TrainConfig
+from training.progress import StderrProgress
 
 logger = logging.getLogger(__name__)
 ADAMW_DEFAULT_WEIGHT_DECAY = 0.004  # keras.optimizers.AdamW's own default
@@ -62,6 +63,8 @@ def phase_callbacks(
         keras.callbacks.CSVLogger(str(phase_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(log_dir=str(phase_dir / "tensorboard"), write_graph=False, profile_batch=0),
     ]
+    if progress:
+        callbacks.append(StderrProgress())
     if scheduled and config.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.2, patience=2, verbose=progress))
     if config.early_stopping > 0:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import TrainConfig
+from training.config import RunOptions, TrainConfig
 from training.feature_store import FeatureCounts, FeatureStore, base_identity, store_path
 from training.features import entry_dataset, pixel_dataset, stored_features, view_dataset
 from training.model import Classifier
@@ -36,12 +36,12 @@ class FeatureSource:
     extractor: Any  # pixels → base features (computes what the store lacks)
 
 
-def open_feature_source(classifier: Classifier, config: TrainConfig) -> FeatureSource:
+def open_feature_source(classifier: Classifier, config: TrainConfig, run: RunOptions) -> FeatureSource:
     """The store partition for the base as it is now (after any warm start, before any fine-tuning)."""
     identity = base_identity(config.base, classifier.feature_extractor.get_weights())
     if config.mixed_precision:  # float16 compute gives other features from the same weights
         identity = hashlib.sha256(f"{identity}\0mixed_float16".encode()).hexdigest()
-    root = store_path(config.feature_store, config.runs_dir)
+    root = store_path(run.feature_store, run.runs_dir)
     store = FeatureStore(root).partition(config.base, identity, config.image_size)
     return FeatureSource(store=store, identity=identity, extractor=classifier.feature_extractor)
 
@@ -65,12 +65,14 @@ def fit_head_on_features(
     if config.augment:
         train_data = _augmented_views(config, splits["train"], num_classes, source, counts)
     else:
-        train_paths, train_y, train_counts = stored_split(source, splits["train"], config, num_classes)
+        train_paths, train_y, train_counts = stored_split(
+            source, splits["train"], config, num_classes, progress=progress
+        )
         counts.add(train_counts)
         train_data = entry_dataset(train_paths, train_y, config, shuffle=True)
     val_data = None
     if splits["val"]:
-        val_paths, val_y, val_counts = stored_split(source, splits["val"], config, num_classes)
+        val_paths, val_y, val_counts = stored_split(source, splits["val"], config, num_classes, progress=progress)
         counts.add(val_counts)
         val_data = entry_dataset(val_paths, val_y, config, shuffle=False)
     logger.info("phase 1: training the head on stored features for %d epochs", config.epochs)
@@ -79,10 +81,11 @@ def fit_head_on_features(
 
 
 def stored_split(
-    source: FeatureSource, records: list[Any], config: TrainConfig, num_classes: int
+    source: FeatureSource, records: list[Any], config: TrainConfig, num_classes: int, *, progress: bool = False
 ) -> tuple[list[str], np.ndarray, FeatureCounts]:
     """Entry paths and labels of one split's plain (view 0) features, computing only what the store lacks."""
-    return stored_features(source.extractor, records, config, num_classes, source.store, source.identity)
+    extractor, store = source.extractor, source.store
+    return stored_features(extractor, records, config, num_classes, store, source.identity, progress=progress)
 
 
 def _augmented_views(
@@ -209,5 +212,5 @@ def _fit(
         class_weight=class_weight,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself (seeded, identical on both phase-1 paths)
-        verbose=1 if progress else 0,
+        verbose=0,  # progress goes to stderr (training.progress, one of `callbacks`)
     )

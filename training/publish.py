@@ -9,6 +9,7 @@ from typing import Any
 
 from training.export import ExportSpec, export_saved_model
 from training.repository import new_staging_dir, publish_version
+from training.staging import discard_staging
 from training.train import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def export_run(result: TrainResult, out_dir: Path) -> Path:
         metrics=summary_metrics(result),
         data_fingerprint=result.data_fingerprint,
         config=result.config.to_dict(),
-        extra={"run_dir": str(result.run_dir)},
+        extra={"run_dir": str(result.run_dir), "data_dir": str(Path(result.run.data).resolve())},
     )
     return export_saved_model(result.classifier.model, spec, out_dir, warmup_images=warmup_images(result))
 
@@ -36,10 +37,10 @@ def publish_run(result: TrainResult, models_dir: Path, name: str) -> int:
     staged = new_staging_dir(model_dir)
     try:
         export_run(result, staged)
-        return publish_version(staged, model_dir)
+        return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():  # export failed: the staging dir was never visible as a version
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
 
 
 def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
@@ -48,10 +49,21 @@ def publish_exported(exported: Path, models_dir: Path, name: str) -> int:
     staged = new_staging_dir(model_dir)
     try:
         shutil.copytree(exported, staged, dirs_exist_ok=True)
-        return publish_version(staged, model_dir)
+        return publish_candidate(staged, models_dir, name)
     finally:
         if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
+            discard_staging(staged)
+
+
+def publish_candidate(staged: Path, models_dir: Path, name: str) -> int:
+    """Publish a finished export as the next version; only a model's first version goes live (see training.live)."""
+    from training.live import label_if_first, pin_live_version
+
+    if models_dir.is_dir():
+        pin_live_version(models_dir, name)
+    version = publish_version(staged, models_dir / name)
+    label_if_first(models_dir, name, version)
+    return version
 
 
 def warmup_images(result: TrainResult) -> list[bytes]:

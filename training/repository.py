@@ -2,7 +2,8 @@
 
 A version appears by a single rename of a finished staging directory, so TF Serving's poller (or the
 embedded model server's) never sees a half-written SavedModel. Staging directories start with a dot
-and are not integers, so they are invisible to every version scan.
+and are not integers, so they are invisible to every version scan; `training.staging` creates them and
+removes those a killed writer left behind (each publish does, and `tlserve models gc`).
 """
 
 from __future__ import annotations
@@ -11,28 +12,26 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from tlserve.contract import list_versions
+from training.staging import STAGING_PREFIX, new_staging_dir, release_staging, remove_stale_staging
 
-STAGING_PREFIX = ".staging-"
+__all__ = [
+    "STAGING_PREFIX",
+    "PublishError",
+    "file_lock",
+    "new_staging_dir",
+    "publish_version",
+    "remove_stale_staging",
+    "version_dir",
+]
 _LOCK_FILE = ".publish.lock"
 
 
 class PublishError(RuntimeError):
     """A finished export could not be moved into place."""
-
-
-def new_staging_dir(model_dir: Path) -> Path:
-    """A fresh directory beside the versions (same filesystem, so the final rename is atomic)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staged = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    staged.mkdir()
-    return staged
 
 
 @contextlib.contextmanager
@@ -71,6 +70,8 @@ def publish_version(staged: Path, model_dir: Path, *, max_attempts: int = 100) -
     _fsync_tree(staged)
     # Serialises publishers on one host; the rename below still refuses to overwrite across hosts.
     with file_lock(model_dir / _LOCK_FILE):
+        # Leftovers of killed exports (a full SavedModel each) go now; `staged` is ours, locked, and stays.
+        remove_stale_staging(model_dir)
         for _attempt in range(max_attempts):
             version = max(list_versions(model_dir), default=0) + 1
             target = model_dir / str(version)
@@ -83,6 +84,7 @@ def publish_version(staged: Path, model_dir: Path, *, max_attempts: int = 100) -
                     continue
                 raise PublishError(f"cannot publish {staged} as {target}: {exc.strerror}") from exc
             _fsync_dir(model_dir)
+            release_staging(staged)
             return version
     raise PublishError(f"no free version number under {model_dir} after {max_attempts} attempts")
 
@@ -93,19 +95,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def remove_stale_staging(model_dir: Path, *, older_than_s: float = 24 * 3600) -> list[Path]:
-    """Delete staging directories left by killed exports (they were never visible as versions)."""
-    removed: list[Path] = []
-    if not model_dir.is_dir():
-        return removed
-    cutoff = time.time() - older_than_s
-    for child in model_dir.iterdir():
-        if child.name.startswith(STAGING_PREFIX) and child.stat().st_mtime < cutoff:
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child)
-    return removed
 
 
 def version_dir(models_dir: Path, name: str, version: int) -> Path:

@@ -7,7 +7,7 @@ never by test accuracy, so the test split stays a holdout.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -15,12 +15,12 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tlserve.console import EXIT_OK
-from training.config import ConfigError, TrainConfig, build_config, load_toml, normalize_keys
+from training.config import RUN_OPTIONS, RunOptions, TrainConfig, TrainConfigError, build_run, load_toml, normalize_keys
 
 logger = logging.getLogger(__name__)
 
@@ -30,42 +30,53 @@ COLUMNS = ("rank", "run", "val_accuracy", "test_accuracy", "test_macro_f1", "dur
 def grid(sweep_table: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every combination of the table's values (a scalar counts as a one-value list), in file order."""
     table = normalize_keys(sweep_table, source="[sweep]")
+    run_keys = sorted(key for key in table if key in RUN_OPTIONS)
+    if run_keys:
+        raise TrainConfigError(f"[sweep]: {', '.join(run_keys)} cannot vary (run options, not hyper-parameters)")
     keys = list(table)
     values = [value if isinstance(value, list) else [value] for value in table.values()]
     if any(not options for options in values):
-        raise ConfigError("[sweep]: every key needs at least one value")
+        raise TrainConfigError("[sweep]: every key needs at least one value")
     return [dict(zip(keys, combination, strict=True)) for combination in itertools.product(*values)]
 
 
-def sweep_configs(file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> list[TrainConfig]:
-    """One validated config per grid point (all are checked before the first run starts)."""
+def sweep_configs(
+    file_values: Mapping[str, Any], overrides: Mapping[str, Any], source: str
+) -> tuple[list[TrainConfig], RunOptions]:
+    """One validated config per grid point (all are checked before the first run starts), and the run options."""
     base_values = {key: value for key, value in file_values.items() if key != "sweep"}
     table = file_values.get("sweep")
     if not isinstance(table, dict) or not table:
-        raise ConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
-    configs = [build_config({**base_values, **point}, overrides, source=source) for point in grid(table)]
-    if any(config.resume for config in configs):
-        raise ConfigError("--resume is not supported in a sweep")
-    return configs
+        raise TrainConfigError(f"{source}: needs a non-empty [sweep] table of key = [values]")
+    built = [build_run({**base_values, **point}, overrides, source=source) for point in grid(table)]
+    run = built[0][1]
+    if run.resume:
+        raise TrainConfigError("--resume is not supported in a sweep")
+    return [config for config, _ in built], run
 
 
-def run_sweep_command(args: argparse.Namespace) -> int:
-    """Run the grid, print and write the comparison, optionally publish the winner."""
+def run_sweep_command(
+    config_file: Path, overrides: Mapping[str, Any], *, publish_best: bool = False, export_all: bool = False
+) -> int:
+    """Run the grid of `config_file` (flags in `overrides`), print and write the comparison, maybe publish the best."""
+    from training.feature_store import store_path
+
     file_values: dict[str, Any] = {}
     if os.environ.get("TLSERVE_MODELS_DIR"):
         file_values["models_dir"] = os.environ["TLSERVE_MODELS_DIR"]
-    file_values.update(load_toml(args.config))
-    overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
-    configs = sweep_configs(file_values, overrides, str(args.config))
-    first = configs[0]
+    file_values.update(load_toml(config_file))
+    configs, first = sweep_configs(file_values, overrides, str(config_file))
     if not first.data or not first.name:
-        raise ConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
+        raise TrainConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
-    rows = run_grid(configs, sweep_dir, progress=not first.json, export_all=getattr(args, "export_all", False))
+    # Every run shares the runs dir's feature store (not one under the sweep dir): later runs reuse it too.
+    store = str(store_path(first.feature_store, first.runs_dir))
+    run = dataclasses.replace(first, runs_dir=str(sweep_dir), feature_store=store)
+    rows = run_grid(configs, run, progress=not first.json, export_all=export_all)
     write_tables(rows, sweep_dir)
     published = None
-    if args.publish_best and rows:
+    if publish_best and rows:
         from training.publish import publish_exported
 
         published = publish_exported(Path(rows[0]["export_dir"]), Path(first.models_dir), first.name)
@@ -80,16 +91,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def run_grid(
-    configs: Sequence[TrainConfig], sweep_dir: Path, *, progress: bool, export_all: bool = False
+    configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool, export_all: bool = False
 ) -> list[dict[str, Any]]:
-    """Train every config and export the best run (every run with `export_all`); rows sorted best first.
+    """Train every config (run directories under `run.runs_dir`) and export the best run (every run with
+    `export_all`); rows ranked as `rank_rows` says.
 
     Runs that keep the base frozen share one built base per base/weights/size/seed/precision, and every run
-    shares the runs dir's feature store: the base is built once and runs once per image for the whole sweep.
+    shares the feature store: the base is built once and runs once per image for the whole sweep.
     """
     import keras
 
-    from training.feature_store import store_path
     from training.publish import export_run
     from training.train import train
 
@@ -97,29 +108,24 @@ def run_grid(
     bases: dict[tuple[Any, ...], Any] = {}
     rows: list[dict[str, Any]] = []
     best: tuple[tuple[Any, ...], dict[str, Any], Any] | None = None
-    for index, config in enumerate(configs):
-        logger.info("sweep run %d/%d", index + 1, len(configs))
-        # The runs dir's store, not one under the sweep dir: later sweeps and trains reuse these features too.
-        store = str(store_path(config.feature_store, config.runs_dir))
-        run_config = dataclasses.replace(config, runs_dir=str(sweep_dir), feature_store=store)
-        key = shared_base_key(config)
-        result = train(run_config, progress=progress, base=bases.get(key) if key else None)
-        if key is not None:
-            bases.setdefault(key, result.classifier.base)
-        row = _row(index, config, result, varying)
-        rows.append(row)
-        if export_all:
+    with _no_cross_run_retracing_warnings():
+        for index, config in enumerate(configs):
+            logger.info("sweep run %d/%d", index + 1, len(configs))
+            key = shared_base_key(config)
+            result = train(config, run, progress=progress, base=bases.get(key) if key else None)
+            if key is not None:
+                bases.setdefault(key, result.classifier.base)
+            row = _row(index, config, result, varying)
+            rows.append(row)
+            if export_all:
+                row["export_dir"] = str(export_run(result, _export_dir(result)))
+            elif best is None or _rank_key(row) < best[0]:
+                best = (_rank_key(row), row, result)  # the only finished model kept: the one that may be exported
+            keras.backend.clear_session()  # free the finished run's graph before the next one
+        if best is not None:
+            _, row, result = best
             row["export_dir"] = str(export_run(result, _export_dir(result)))
-        elif best is None or _rank_key(row) < best[0]:
-            best = (_rank_key(row), row, result)  # the only finished model kept: the one that may be exported
-        keras.backend.clear_session()  # free the finished run's graph before the next one
-    if best is not None:
-        _, row, result = best
-        row["export_dir"] = str(export_run(result, _export_dir(result)))
-    rows.sort(key=_rank_key)
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
-    return rows
+    return rank_rows(rows)
 
 
 def shared_base_key(config: TrainConfig) -> tuple[Any, ...] | None:
@@ -130,14 +136,48 @@ def shared_base_key(config: TrainConfig) -> tuple[Any, ...] | None:
 
 
 def _rank_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Validation accuracy, best first; ties by duration; runs without validation last."""
-    return (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), row["duration_s"], row["run"])
+    """The order of `rank_rows`: best validation accuracy first, then grid order; no validation last."""
+    return (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), int(row["run"][3:]))
 
 
 def _export_dir(result: Any) -> Path:
     export_dir = Path(result.run_dir) / "export"
     export_dir.mkdir()
     return export_dir
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best validation accuracy first; equal accuracies share a rank and keep grid order (never wall-clock time,
+    which would pick a tie's winner by machine load). --publish-best takes the first row."""
+    rows = sorted(rows, key=_rank_key)
+    for position, row in enumerate(rows, start=1):
+        previous = rows[position - 2] if position > 1 else None
+        tied = previous is not None and previous["val_accuracy"] == row["val_accuracy"]
+        row["rank"] = previous["rank"] if previous is not None and tied else position
+    return rows
+
+
+class _CrossRunRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning, which is a false alarm between sweep runs.
+
+    TensorFlow counts traces per Python code object, and every Keras model's step functions share theirs, so
+    each fresh model of a new run (traced at most twice per function: Keras uses reduce_retracing) adds to one
+    counter and trips the warning from the second or third run, although building new models is what a sweep is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_cross_run_retracing_warnings() -> Iterator[None]:
+    tf_logger = logging.getLogger("tensorflow")
+    retracing = _CrossRunRetracing()
+    tf_logger.addFilter(retracing)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(retracing)
 
 
 def _row(index: int, config: TrainConfig, result: Any, varying: set[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import ConfigError, TrainConfig
+from training.config import RunOptions, TrainConfig, TrainConfigError
 from training.model import Classifier, build_classifier, check_fine_tune_from, unfreeze_top
 from training.warmstart import WarmStart, restore_weights
 
@@ -33,7 +33,8 @@ SPLITS = ("train", "val", "test")
 class TrainResult:
     """What a run produced: the model, its held-out metrics and where its artefacts are."""
 
-    config: TrainConfig
+    config: TrainConfig  # the hyper-parameters (what a version's metadata records)
+    run: RunOptions
     classes: list[str]
     classifier: Classifier
     metrics: dict[str, Any]  # test split: accuracy, per-class P/R/F1, confusion matrix
@@ -49,9 +50,14 @@ class TrainResult:
 
 
 def train(
-    config: TrainConfig, *, progress: bool = True, warm_start: WarmStart | None = None, base: Any = None
+    config: TrainConfig,
+    run: RunOptions,
+    *,
+    progress: bool = True,
+    warm_start: WarmStart | None = None,
+    base: Any = None,
 ) -> TrainResult:
-    """Run both phases and evaluate on the test split; publishing is the caller's choice.
+    """Run both phases on `run.data` and evaluate on the test split; publishing is the caller's choice.
 
     With `warm_start` (and the same classes) the model starts from that version's weights instead of the base's.
     `base`: an already built, never fine-tuned base of this config's base/weights/size/seed (a sweep's runs share one).
@@ -61,10 +67,10 @@ def train(
     from training.phases import open_feature_source
 
     started = time.monotonic()
-    scan = scan_data(config, progress=progress)
+    scan = scan_data(config, Path(run.data), progress=progress)
     splits = {name: [r for r in scan.records if r.split == name] for name in SPLITS}
     if not splits["train"]:
-        raise ConfigError(f"{config.data}: no usable training images")
+        raise TrainConfigError(f"{run.data}: no usable training images")
     warm = warm_start is not None and warm_start.classes == list(scan.classes)
     if warm:
         config = dataclasses.replace(config, weights="none")  # the version's weights replace the base's anyway
@@ -75,17 +81,20 @@ def train(
         classifier = build_classifier(config, len(scan.classes), base=base)
         if config.fine_tune_epochs > 0:  # a bad --fine-tune-from fails now, not after phase 1 trained
             check_fine_tune_from(classifier.base, config.fine_tune_from, config.base)
-        run_dir = prepare_run_dir(config)
+        run_dir = prepare_run_dir(config, run)
         if warm and warm_start is not None:
             restore_weights(classifier.model, warm_start.version_dir)
             logger.info("warm start from %s", warm_start.version_dir)
-        source = open_feature_source(classifier, config) if config.feature_cache else None
+        source = open_feature_source(classifier, config, run) if config.feature_cache else None
         features = run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress, source=source)
     if config.fine_tune_epochs > 0:
         source = None  # phase 2 changed the base: its stored features are no longer this model's
-    metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir, source=source)
+    metrics, val_accuracy = evaluate_run(
+        classifier, config, splits, scan.classes, run_dir, title=run.name, source=source
+    )
     return TrainResult(
         config=config,
+        run=run,
         classes=list(scan.classes),
         classifier=classifier,
         metrics=metrics,
@@ -101,21 +110,20 @@ def train(
     )
 
 
-def scan_data(config: TrainConfig, *, progress: bool) -> Any:
-    """The data engineer's scan, with its skipped files reported in one line."""
+def scan_data(config: TrainConfig, root: Path, *, progress: bool) -> Any:
+    """The data engineer's scan of `root`, with its skipped files reported in one line."""
     from training.data import DatasetError, scan_dataset
 
-    root = Path(config.data)
     if not root.is_dir():
-        raise ConfigError(f"dataset folder not found: {root}")
+        raise TrainConfigError(f"dataset folder not found: {root}")
     try:
         scan = scan_dataset(
             root, val_fraction=config.val_fraction, test_fraction=config.test_fraction, progress=progress
         )
     except DatasetError as exc:
-        raise ConfigError(str(exc)) from None
+        raise TrainConfigError(str(exc)) from None
     if len(scan.classes) < 2:
-        raise ConfigError(f"{root}: need at least 2 class folders, found {len(scan.classes)}")
+        raise TrainConfigError(f"{root}: need at least 2 class folders, found {len(scan.classes)}")
     skipped = skipped_by_reason(scan)
     if skipped:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
@@ -128,19 +136,21 @@ def skipped_by_reason(scan: Any) -> dict[str, int]:
     return counts
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
-    """A new run directory, or with --resume the newest existing one of this model name."""
-    parent = Path(config.runs_dir) / (config.name or "model")
-    if config.resume:
+def prepare_run_dir(config: TrainConfig, run: RunOptions) -> Path:
+    """A new run directory (its config.json: the hyper-parameters; run.json: the run options), or with --resume
+    the newest existing one of this model name."""
+    parent = Path(run.runs_dir) / (run.name or "model")
+    if run.resume:
         runs = sorted(p for p in parent.glob("*") if (p / "config.json").is_file()) if parent.is_dir() else []
         if not runs:
-            raise ConfigError(f"--resume: no earlier run under {parent}")
+            raise TrainConfigError(f"--resume: no earlier run under {parent}")
         logger.info("resuming %s", runs[-1])
         return runs[-1]
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     run_dir = parent / stamp
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "run.json").write_text(json.dumps(run.to_dict(), indent=2) + "\n", encoding="utf-8")
     return run_dir
 
 
@@ -217,6 +227,7 @@ def evaluate_run(
     classes: Sequence[str],
     run_dir: Path,
     *,
+    title: str = "",
     source: Any = None,
 ) -> tuple[dict[str, Any], float | None]:
     """Test-split metrics and reports into the run dir, and the validation accuracy (what a sweep ranks by).
@@ -237,7 +248,7 @@ def evaluate_run(
     probabilities, labels = predict_split(classifier, config, splits["test"], len(classes), source)
     metrics = classification_metrics(labels, probabilities, classes)
     metrics["val_accuracy"] = val_accuracy
-    write_reports(run_dir, metrics, history=read_history(run_dir), title=f"{config.name or 'model'} ({config.base})")
+    write_reports(run_dir, metrics, history=read_history(run_dir), title=f"{title or 'model'} ({config.base})")
     return metrics, val_accuracy
 
 

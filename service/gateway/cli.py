@@ -1,7 +1,7 @@
 """`tlserve serve` (the gateway, with the embedded model server as a child process) and `tlserve predict` (a client).
 
-Without `--upstream`, `serve` runs `tlserve model-server` on the same models/ as a supervised child
-(service.gateway.model_server_child) and the gateway in this process; both stop together.
+Without `--upstream`, `serve` runs `tlserve model-server` on the same models/ (loopback only) as a supervised child
+(service.gateway.supervisor restarts it if it dies) and the gateway in this process; both stop together.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 from service.gateway.settings import Settings
 from service.gateway.settings_cli import add_settings_flags, build_settings, env_and_default, given_settings
 from tlserve.console import CommandError, split_host_port
+from tlserve.contract import MAX_TOP_K, top_k_problem
+from tlserve.processes import LOOPBACK
 
 if TYPE_CHECKING:
-    from service.gateway.client import GrpcClient, HttpClient, Prediction
+    from service.client import GrpcClient, HttpClient, Prediction
+    from service.gateway.supervisor import ModelServerState, RestartPolicy
 
 logger = logging.getLogger(__name__)
-
-LOOPBACK = "127.0.0.1"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -84,11 +85,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     predict.add_argument(
         "--model",
         default=os.environ.get("TLSERVE_DEFAULT_MODEL"),
-        help="model name (default: the gateway's default model over HTTP, 'demo' over gRPC)",
+        help="model name (env TLSERVE_DEFAULT_MODEL; default: the gateway's default model; TF Serving needs one)",
     )
-    predict.add_argument("--top-k", type=_positive, default=3)
+    predict.add_argument(
+        "--top-k", type=_top_k, default=3, help=f"labels per image, 1 to {MAX_TOP_K} (HTTP and gRPC alike)"
+    )
+    predict.add_argument(
+        "--api-key",
+        default=os.environ.get("TLSERVE_API_KEY") or None,
+        help="send this API key (HTTP header X-API-Key; gRPC metadata x-api-key) (env TLSERVE_API_KEY)",
+    )
     predict.add_argument("--timeout", type=_positive_seconds, default=30.0, help="seconds per request")
     predict.set_defaults(handler=run_predict)
+
+
+def _top_k(text: str) -> int:
+    try:
+        value: object = int(text)
+    except ValueError:
+        value = text
+    problem = top_k_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    assert isinstance(value, int)
+    return value
 
 
 def _port(text: str) -> int:
@@ -132,35 +152,69 @@ def run_serve(args: argparse.Namespace) -> int:
     if embedded:
         ports["--model-server-port"] = args.model_server_port
     _check_ports_free(ports)
-    from service.gateway.model_server_child import embedded_model_server
+    if not embedded:
+        with _sigterm_raises(), contextlib.suppress(_Terminated):
+            _run_gateway(settings)
+        return 0
+    return _serve_with_model_server(args, settings)
 
+
+def _serve_with_model_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the gateway over a supervised embedded model server; exit 2 if the supervisor gave up on it."""
+    from service.gateway.model_server_child import model_server_command, spawn_child
+    from service.gateway.supervisor import ModelServerSupervisor
+
+    command = model_server_command(
+        args.models_dir, args.model_server_port, max_request_pixels=settings.max_request_pixels, verbose=args.verbose
+    )
+    supervisor = ModelServerSupervisor(
+        lambda: spawn_child(command),
+        restart_policy(settings),
+        # A crash loop stops the gateway (gracefully), so the process manager above sees the failure.
+        on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
+    logger.info("starting the embedded model server on %s:%d", LOOPBACK, args.model_server_port)
     try:
         with _sigterm_raises():
-            if not embedded:
-                _run_gateway(settings)
-                return 0
-            with embedded_model_server(args.models_dir, args.model_server_port, verbose=args.verbose) as child:
-                _run_gateway(settings)
-            if child.crashed_with is not None:
-                raise CommandError(f"the embedded model server exited with code {child.crashed_with}")
-            return 0
+            try:
+                supervisor.start()
+                _run_gateway(settings, supervisor.state)
+            finally:
+                supervisor.stop()
     except _Terminated:
         logger.info("terminated before the gateway started")
-        return 0
+    if supervisor.gave_up is not None:
+        raise CommandError(supervisor.gave_up)
+    return 0
+
+
+def restart_policy(settings: Settings) -> RestartPolicy:
+    """The embedded model server's restart budget and backoff from the model_server_* settings."""
+    from service.gateway.supervisor import RestartPolicy
+
+    return RestartPolicy(
+        max_restarts=settings.model_server_max_restarts,
+        window_s=settings.model_server_restart_window_s,
+        backoff_s=settings.model_server_restart_backoff_s,
+        max_backoff_s=settings.model_server_max_restart_backoff_s,
+    )
 
 
 def gateway_settings(args: argparse.Namespace, upstream: str) -> Settings:
     """Settings from the flags given, then `TLSERVE_*` environment variables, then defaults; bad values exit 2."""
-    return build_settings(Settings, {**given_settings(args, Settings), "upstream": upstream})
+    flags = {**given_settings(args, Settings), "upstream": upstream}
+    if args.upstream is None and "repository" not in flags:
+        flags["repository"] = args.models_dir  # the embedded server loads this repository: it names the models
+    return build_settings(Settings, flags)
 
 
-def _run_gateway(settings: Settings) -> None:
+def _run_gateway(settings: Settings, model_server: ModelServerState | None = None) -> None:
     """Run HTTP + gRPC in this process until SIGTERM/SIGINT (service.gateway.server owns graceful shutdown)."""
     from service.gateway.server import serve_forever
 
     logger.info("gateway: http :%d, grpc :%d, upstream %s", settings.http_port, settings.grpc_port, settings.upstream)
     try:
-        serve_forever(settings)
+        serve_forever(settings, model_server=model_server)
     except OSError as exc:
         raise CommandError(f"the gateway could not start: {exc.strerror or exc}") from None
 
@@ -201,7 +255,7 @@ def _sigterm_raises() -> Iterator[None]:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Read the files first (a bad path costs no request), then ask the gateway, one line per image."""
-    from service.gateway import client
+    from service import client
 
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the answers
@@ -223,13 +277,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _make_client(args: argparse.Namespace) -> HttpClient | GrpcClient:
-    from service.gateway.client import GrpcClient, HttpClient
+    from service.client import GrpcClient, HttpClient
 
     if args.grpc is not None:
         split_host_port(args.grpc, flag="--grpc")
-        # A gRPC PredictRequest must name its model; "demo" is the gateway's default model too.
-        return GrpcClient(args.grpc, model=args.model or "demo", timeout_s=args.timeout)
-    return HttpClient(args.url or "http://localhost:8000", model=args.model, timeout_s=args.timeout)
+        # Without --model the request names none: the gateway applies its default model rule (as over HTTP).
+        return GrpcClient(args.grpc, model=args.model, timeout_s=args.timeout, api_key=args.api_key)
+    url = args.url or "http://localhost:8000"
+    return HttpClient(url, model=args.model, timeout_s=args.timeout, api_key=args.api_key)
 
 
 def _read_image(path: Path) -> bytes:

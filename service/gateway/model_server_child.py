@@ -1,28 +1,28 @@
-"""The embedded model server as a supervised child of `tlserve serve`: started, awaited, watched and stopped.
+"""The embedded model server as a child process of `tlserve serve`: spawned, awaited and stopped.
 
-The gateway never loads models itself; in embedded mode it runs `tlserve model-server` on the same models/ and
-owns its lifetime: it waits for the "listening" line, stops the gateway if the child dies, and stops the child
-(SIGTERM, then SIGKILL) when the gateway exits.
+The gateway never loads models itself; in embedded mode it runs `tlserve model-server` on the same models/,
+bound to loopback only (the gateway is its only client, and ModelService can unload and re-point models).
+`service.gateway.supervisor` keeps it running: it restarts a child that dies and gives up after a crash budget.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlserve.console import CommandError
+from tlserve.processes import LOOPBACK, ProcessExited, stop_process, wait_until
+
+__all__ = ["LOOPBACK", "ModelServerChild", "model_server_command", "spawn_child", "stop_child", "wait_until_listening"]
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 300.0  # importing TensorFlow and warming up a VGG16 on a busy CPU takes a while
 STOP_TIMEOUT_S = 15.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -30,37 +30,40 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @dataclass
 class ModelServerChild:
-    """A running child; `crashed_with` is its exit code if it died while the gateway was serving."""
+    """A running child process; `listening` is set once it printed its "listening" line."""
 
     process: subprocess.Popen[str]
-    target: str
     listening: threading.Event = field(default_factory=threading.Event)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    crashed_with: int | None = None
 
 
-@contextlib.contextmanager
-def embedded_model_server(models_dir: Path, port: int, *, verbose: bool = False) -> Iterator[ModelServerChild]:
-    """Run `tlserve model-server` until the block exits; yields once it listens on `port`."""
+def model_server_command(
+    models_dir: Path, port: int, *, max_request_pixels: int | None = None, verbose: bool = False
+) -> list[str]:
+    """`tlserve model-server` on loopback: nothing but this gateway may reach ModelService (reload, unload).
+
+    `max_request_pixels` is the gateway's own budget: the child refuses what the gateway would refuse, whoever asks.
+    """
     command = [sys.executable, "-m", "tlserve", *(["-v"] if verbose else [])]
-    command += ["model-server", "--models-dir", str(models_dir), "--port", str(port)]
-    logger.info("starting the embedded model server on port %d", port)
+    # --host beats TLSERVE_MODEL_SERVER_HOST from the environment: the child must never listen on other hosts.
+    command += ["model-server", "--models-dir", str(models_dir), "--host", LOOPBACK, "--port", str(port)]
+    if max_request_pixels is not None:
+        command += ["--max-request-pixels", str(max_request_pixels)]
+    return command
+
+
+def spawn_child(command: Sequence[str]) -> ModelServerChild:
+    """Start `command`, relaying its stdout to ours; returns at once (see `wait_until_listening`)."""
     process = subprocess.Popen(
-        command,
+        list(command),
         stdout=subprocess.PIPE,
         text=True,
         # Own session: a terminal's Ctrl-C reaches only the gateway, which then stops the child in order.
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
-    child = ModelServerChild(process, f"{LOOPBACK}:{port}")
+    child = ModelServerChild(process)
     threading.Thread(target=_relay_output, args=(child,), daemon=True, name="model-server-output").start()
-    try:
-        _wait_until_listening(child)
-        yield child
-    finally:
-        child.stopping.set()
-        stop_child(process)
+    return child
 
 
 def _die_with_parent() -> None:
@@ -70,41 +73,29 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _wait_until_listening(child: ModelServerChild) -> None:
-    waited = 0.0
-    while not child.listening.wait(0.2):
-        waited += 0.2
-        code = child.process.poll()
-        if code is not None:
-            raise CommandError(f"the embedded model server exited with code {code} before listening (see above)")
-        if waited > READY_TIMEOUT_S:
-            raise CommandError(f"the embedded model server did not listen within {READY_TIMEOUT_S:.0f}s")
+def wait_until_listening(child: ModelServerChild, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Block until the child says it listens; CommandError if it exits first or takes longer than `timeout_s`."""
+    try:
+        wait_until(child.listening.is_set, timeout_s=timeout_s, what="listening", interval_s=0.2, process=child.process)
+    except ProcessExited as exited:
+        message = f"the embedded model server exited with code {exited.returncode} before listening (see above)"
+        raise CommandError(message) from None
+    except TimeoutError:
+        raise CommandError(f"the embedded model server did not listen within {timeout_s:.0f}s") from None
 
 
 def _relay_output(child: ModelServerChild) -> None:
-    """Copy the child's stdout to ours (keeps its pipe drained); flag "listening"; notice an unexpected exit."""
+    """Copy the child's stdout to ours (keeps its pipe drained) and flag its "listening" line."""
     assert child.process.stdout is not None
-    for line in child.process.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        if "listening" in line.lower():
-            child.listening.set()
-    # End of output: the child has exited (or is exiting).
-    if child.listening.is_set() and not child.stopping.is_set():
-        child.crashed_with = child.process.wait()
-        logger.error("the embedded model server exited with code %s; stopping the gateway", child.crashed_with)
-        # A gateway without its model server would only answer 503: stop it (gracefully) so a supervisor sees it.
-        os.kill(os.getpid(), signal.SIGTERM)
+    with child.process.stdout:  # closed at the child's end of output
+        for line in child.process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if "listening" in line.lower():
+                child.listening.set()
 
 
 def stop_child(process: subprocess.Popen[str]) -> None:
     """SIGTERM, a grace period, then SIGKILL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("the embedded model server ignored SIGTERM; killing it")
-            process.kill()
-            process.wait()
+    stop_process(process, STOP_TIMEOUT_S, name="the embedded model server")
     logger.info("embedded model server stopped (exit code %s)", process.returncode)

@@ -147,6 +147,15 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grpc-max-threads", "--grpc_max_threads", type=int, metavar="N", help="gRPC worker threads (default 16)"
     )
+    parser.add_argument(
+        "--max-request-pixels", type=int, metavar="N", help="decoded pixels per request, from headers (default 64M)"
+    )
+    parser.add_argument(
+        "--max-inflight-pixels",
+        type=int,
+        metavar="N",
+        help="decoded pixels of all running requests; more is RESOURCE_EXHAUSTED (default 256M)",
+    )
 
 
 def _add_bool_flag(parser: argparse.ArgumentParser, *names: str, help_text: str | None = None) -> None:

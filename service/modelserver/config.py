@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.modelserver.errors import InvalidArgument
-from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE
+from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, unconfigured_model_folders
 
 ModelServerConfig = Any  # tensorflow_serving.config.model_server_config_pb2.ModelServerConfig
 ModelConfig = Any  # tensorflow_serving.config.model_server_config_pb2.ModelConfig
@@ -65,18 +65,16 @@ def single_model_config(name: str, base_path: Path) -> ModelServerConfig:
 
 
 def models_dir_config(models_dir: Path) -> ModelServerConfig:
-    """`--models-dir`: its `models.config` if present, else every model folder in it with the latest policy."""
+    """`--models-dir`: its `models.config` if present, else the folders `unconfigured_model_folders` names (latest)."""
     config_file = models_dir / MODELS_CONFIG_FILE
     if config_file.is_file():
         return read_model_server_config(config_file)
     config = _config_module().ModelServerConfig()
-    if models_dir.is_dir():
-        for child in sorted(models_dir.iterdir()):
-            if child.is_dir() and not child.name.startswith("."):
-                model = config.model_config_list.config.add()
-                model.name = child.name
-                model.base_path = str(child.resolve())
-                model.model_platform = "tensorflow"
+    for folder in unconfigured_model_folders(models_dir):
+        model = config.model_config_list.config.add()
+        model.name = folder.name
+        model.base_path = str(folder.resolve())
+        model.model_platform = "tensorflow"
     validate_model_server_config(config)
     return config
 

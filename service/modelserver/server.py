@@ -120,7 +120,14 @@ class ModelServer:
             self.batcher = Batcher(options, self.metrics)
             self.batcher.start()
             logger.info("server-side batching on: %s", options)
-        self.core = ServingCore(self.manager, metrics=self.metrics, batcher=self.batcher, config_root=config_root)
+        self.core = ServingCore(
+            self.manager,
+            metrics=self.metrics,
+            batcher=self.batcher,
+            config_root=config_root,
+            max_request_pixels=self.settings.max_request_pixels,
+            max_inflight_pixels=self.settings.max_inflight_pixels,
+        )
         self.manager.apply_config(config, initial=True)
         self.port = self._start_grpc(self.core)
         if self.settings.rest_api_port != 0:

@@ -23,7 +23,13 @@ from tensorflow_serving.apis import (
 )
 
 from service.modelserver.core import ServingCore
-from service.modelserver.errors import Cancelled, InvalidArgument, ServingError, status_proto_fields
+from service.modelserver.errors import (
+    Cancelled,
+    InvalidArgument,
+    ServingError,
+    bounded_message,
+    status_proto_fields,
+)
 from service.modelserver.manager import VersionStatus
 
 logger = logging.getLogger(__name__)
@@ -54,8 +60,8 @@ def abort_on_error(api: str) -> Callable[[Handler], Handler]:
             try:
                 return handler(self, request, context)
             except ServingError as exc:
-                status = exc.grpc_code.name
-                context.abort(exc.grpc_code, exc.message)
+                status = exc.grpc_status.name
+                context.abort(exc.grpc_status, bounded_message(exc.message))
             except Exception:
                 status = "INTERNAL"
                 logger.exception("%s failed", api)

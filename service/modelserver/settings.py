@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.modelserver.pixel_budget import DEFAULT_MAX_INFLIGHT_PIXELS, DEFAULT_MAX_REQUEST_PIXELS
+
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1  # what TF Serving sets (builder.SetMaxMessageSize(INT_MAX))
 
 
@@ -43,3 +45,9 @@ class ModelServerSettings(BaseSettings):
     grpc_max_threads: int = Field(default=16, gt=0)
     grpc_max_message_bytes: int = Field(default=MAX_GRPC_MESSAGE_BYTES, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    max_request_pixels: int = Field(
+        default=DEFAULT_MAX_REQUEST_PIXELS, gt=0, description="decoded pixels per request, read from image headers"
+    )
+    max_inflight_pixels: int = Field(
+        default=DEFAULT_MAX_INFLIGHT_PIXELS, gt=0, description="decoded pixels of all running requests together"
+    )

@@ -130,6 +130,27 @@ def test_prometheus_and_grafana_get_their_provisioning(compose: dict[str, Any]) 
     assert (DEPLOY / "monitoring" / "grafana" / "dashboards" / Path(home).name).is_file()
 
 
+def test_prometheus_sends_the_gateway_api_key_from_a_compose_secret(compose: dict[str, Any]) -> None:
+    """prometheus.yml's credentials_file (relative to /etc/prometheus) is where compose mounts the secret; unset,
+    the secret is the repository's empty placeholder (a gateway without keys ignores the empty bearer)."""
+    scrape = yaml.safe_load((DEPLOY / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    gateway_job = next(job for job in scrape["scrape_configs"] if job["job_name"] == "gateway")
+    credentials = Path("/etc/prometheus") / gateway_job["authorization"]["credentials_file"]
+    (mount,) = compose["services"]["prometheus"]["secrets"]
+    assert Path(mount["target"]) == credentials
+    source = compose["secrets"][mount["source"]]["file"]
+    assert source.startswith("${TLSERVE_METRICS_API_KEY_FILE:-")
+    placeholder = DEPLOY / source.removeprefix("${TLSERVE_METRICS_API_KEY_FILE:-").removesuffix("}")
+    assert placeholder.resolve() == (DEPLOY / "monitoring" / "prometheus" / credentials.relative_to("/etc/prometheus"))
+    assert placeholder.read_bytes() == b""
+
+
+def test_the_gateway_names_the_served_models_instead_of_a_default_model(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["gateway"]["environment"]
+    assert "TLSERVE_DEFAULT_MODEL" not in environment
+    assert environment["TLSERVE_SERVED_MODELS"] == "${TLSERVE_SERVED_MODELS:-demo}"
+
+
 def test_cpu_variant_drops_the_gpu_and_keeps_the_rest(compose: dict[str, Any]) -> None:
     merged = merge(compose, load(COMPOSE_CPU))
     tfserving = merged["services"]["tfserving"]

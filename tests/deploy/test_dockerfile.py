@@ -47,11 +47,12 @@ def test_trainer_runs_unprivileged_with_gpu_tensorflow() -> None:
     assert "USER 10001:10001" in all_stages["trainer"]
     deps = all_stages["trainer-deps"]
     assert '"tensorflow[and-cuda]==${tf_version}"' in deps
-    assert "sed -n 's/^tensorflow-cpu==//p' requirements/gateway.txt" in deps
-    # The swap works because runtime.txt pulls the CPU wheel in only through gateway.txt.
+    assert "sed -n 's/^tensorflow-cpu==//p' requirements/runtime.txt" in deps
+    assert "pip install --no-deps -r requirements/no-deps.txt" in deps
+    # The swap works because only runtime.txt names the CPU wheel; the gateway's thin set has no TensorFlow.
     requirements = {path.name: path.read_text() for path in (REPO_ROOT / "requirements").glob("*.txt")}
     assert "-r gateway.txt" in requirements["runtime.txt"]
-    assert [name for name, text in requirements.items() if "tensorflow-cpu==" in text] == ["gateway.txt"]
+    assert [name for name, text in requirements.items() if "tensorflow-cpu==" in text] == ["runtime.txt"]
 
 
 def test_images_install_with_the_makefile_commands() -> None:
@@ -61,7 +62,7 @@ def test_images_install_with_the_makefile_commands() -> None:
     assert "--no-deps --no-build-isolation" in makefile
     gateway_deps = stages()["gateway-deps"]
     assert "pip install -r requirements/gateway.txt" in gateway_deps
-    assert "pip install --no-deps -r requirements/no-deps.txt" in gateway_deps
+    assert "no-deps.txt" not in gateway_deps  # the thin set: no tensorflow-serving-api, hence no TensorFlow
     for name in ("gateway-build", "trainer-build"):
         assert "pip install --no-deps --no-build-isolation ." in stages()[name]
     # Dependencies are installed before the source is copied (cached layers survive code changes).

@@ -12,10 +12,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +22,23 @@ import pytest
 
 from tests.deploy.metric_names import GATEWAY_METRICS
 from tests.deploy.tools import REPO_ROOT
+from tests.support.gateway import ServeProcess
+from tlserve.processes import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-# What the Dockerfile copies into its build stage (see test_dockerfile for the rest of the contract).
-SOURCES = ("pyproject.toml", "README.md", "tlserve", "training", "service")
+
+def gateway_build_sources() -> tuple[str, ...]:
+    """What the Dockerfile's gateway-build stage copies (read from it, so the test follows the image)."""
+    stage = (REPO_ROOT / "Dockerfile").read_text().split("AS gateway-build", 1)[1].split("\nFROM ", 1)[0]
+    names: list[str] = []
+    for match in re.finditer(r"^COPY (?!--from)(.+) \S+$", stage, flags=re.M):
+        names += [name.rstrip("/") for name in match.group(1).split()]
+    return tuple(names)
+
+
+SOURCES = gateway_build_sources()
+
 START_TIMEOUT_S = 180.0
 INSTALL_TIMEOUT_S = 900.0
 
@@ -68,49 +78,27 @@ def gateway_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     requirements = REPO_ROOT / "requirements"
     # The Dockerfile's gateway-deps and gateway-build stages, command for command.
     pip_install(python, "-r", requirements / "gateway.txt", cwd=root)
-    pip_install(python, "--no-deps", "-r", requirements / "no-deps.txt", cwd=root)
     pip_install(python, "--no-deps", "--no-build-isolation", source, cwd=root)
     return venv
-
-
-def unused_ports(count: int) -> list[int]:
-    """`count` distinct ports free on all interfaces (the gateway binds 0.0.0.0), all held open until chosen."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @contextlib.contextmanager
 def running_gateway(venv: Path, log_path: Path) -> Iterator[str]:
     """`tlserve serve --upstream <nothing listening>` from the venv; yields its HTTP URL once /healthz answers."""
-    http_port, grpc_port, upstream_port = unused_ports(3)
+    http_port, grpc_port, upstream_port = free_ports(3)
     command = [
         str(venv / "bin" / "tlserve"), "serve", "--upstream", f"127.0.0.1:{upstream_port}",
         "--http-port", str(http_port), "--grpc-port", str(grpc_port),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=log_path.parent, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{http_port}"
+    gateway = ServeProcess(process, http_port, grpc_port, None, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, f"tlserve serve exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /healthz within {START_TIMEOUT_S:.0f}s:\n{log_path.read_text()}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
+        gateway.wait_ready(START_TIMEOUT_S, route="/healthz")
+        yield gateway.http_url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"tlserve serve ignored SIGTERM for 30 s:\n{log_path.read_text()[-3000:]}")
+        if gateway.stop(30) == -signal.SIGKILL:
+            pytest.fail(f"tlserve serve ignored SIGTERM for 30 s:\n{gateway.log_tail()}")
 
 
 def test_gateway_dependency_set_is_a_real_fresh_install(gateway_venv: Path) -> None:
@@ -122,8 +110,9 @@ def test_gateway_dependency_set_is_a_real_fresh_install(gateway_venv: Path) -> N
     )  # fmt: skip
     assert probe.stdout.strip().startswith(str(gateway_venv))
     site_packages = next((gateway_venv / "lib").glob("python3*/site-packages"))
-    # Training-only dependencies (runtime.txt) stay out of the gateway image.
-    assert not (site_packages / "matplotlib").exists()
+    # Training-only dependencies (runtime.txt) stay out of the gateway image, TensorFlow and Keras included.
+    for package in ("matplotlib", "tensorflow", "keras", "tensorflow_serving"):
+        assert not (site_packages / package).exists(), package
 
 
 def test_gateway_from_fresh_venv_is_alive_but_not_ready_without_upstream(gateway_venv: Path, tmp_path: Path) -> None:
@@ -133,6 +122,11 @@ def test_gateway_from_fresh_venv_is_alive_but_not_ready_without_upstream(gateway
         assert readyz.status_code == 503
         metrics = httpx.get(f"{url}/metrics", timeout=30)
         assert metrics.status_code == 200
+        # The page (package data service/gateway/http/static) and Swagger UI's assets are in the installed package.
+        page = httpx.get(f"{url}/", timeout=30)
+        assert page.status_code == 200
+        assert "Try a prediction" in page.text
+        assert httpx.get(f"{url}/docs/assets/swagger-ui-bundle.js", timeout=30).status_code == 200
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", metrics.text, flags=re.MULTILINE):
         exported.add(name + "_total" if kind == "counter" and not name.endswith("_total") else name)

@@ -72,6 +72,15 @@ def test_servicemonitors_select_existing_service_ports(rendered: dict[str, Path]
     assert find(documents, "ServiceMonitor", "tfserving")["spec"]["endpoints"][0]["path"] == (
         "/monitoring/prometheus/metrics"
     )
+    # The gateway's /metrics takes an API key: Prometheus sends one from the gateway's own Secret.
+    (gateway_endpoint,) = find(documents, "ServiceMonitor", "gateway")["spec"]["endpoints"]
+    assert gateway_endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "tlserve-api-keys", "key": "metrics-key"},
+    }
+    gateway = find(documents, "Deployment", "gateway")
+    keys = next(item for item in container(gateway, "gateway")["env"] if item["name"] == "TLSERVE_API_KEYS")
+    assert keys["valueFrom"]["secretKeyRef"]["name"] == gateway_endpoint["authorization"]["credentials"]["name"]
 
 
 def test_gpu_overlay_puts_tf_serving_and_retraining_on_gpu_nodes(rendered: dict[str, Path]) -> None:
@@ -232,6 +241,12 @@ def test_gateway_settings_in_the_configmap_are_real_settings(
     settings = Settings()
     assert (settings.upstream, settings.http_port, settings.grpc_port) == (REPLICAS_UPSTREAM, 8000, 8500)
     assert settings.upstream_lb_policy == "round_robin"
+    # Issue 9: no hard-wired default model; the served models are named, and the only one is the default.
+    from service.gateway.core.served_models import default_model
+
+    assert settings.default_model is None
+    assert settings.served_models == ("demo",)
+    assert default_model(settings) == "demo"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -301,15 +316,15 @@ def test_retrain_cronjob_arguments_parse_with_the_real_cli(
     rendered: dict[str, Path], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CronJob's args are a promoting `tlserve retrain` against TF Serving, writing only to writable mounts."""
+    from promotion import cli
     from tlserve.cli import build_parser
-    from training import cli_models
 
     cronjob = find(load_documents(rendered[overlay]), "CronJob", "retrain-and-promote")
     main = container(cronjob, "retrain")
     for item in main.get("env", []):
         monkeypatch.setenv(item["name"], item["value"])  # argparse defaults read the container's environment
     args = build_parser().parse_args(main["args"])  # SystemExit 2 on any flag tlserve does not know
-    assert args.handler is cli_models._retrain
+    assert args.handler is cli._retrain
     assert (args.data, args.name, args.promote_if_better, args.keep) == (Path("/data"), "demo", True, 5)
     assert (args.offline, args.server, args.all_replicas) == (False, "tfserving-pods:8500", True)
     assert main["securityContext"]["readOnlyRootFilesystem"] is True

@@ -102,7 +102,7 @@ def test_design_metric_list_matches_the_gateway_code() -> None:
     """The names and labels above are the design's (docs/gateway.md); the metrics module defines exactly those."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from service.gateway.metrics import GatewayMetrics
+    from service.gateway.core.metrics import GatewayMetrics
 
     defined = {}
     for metric in vars(GatewayMetrics()).values():

@@ -55,7 +55,7 @@ def run_start(tmp_path: Path, config_text: str, *flags: str) -> tuple[list[str],
 
 
 def test_start_serves_the_tracked_example_with_the_paths_promote_sends(tmp_path: Path) -> None:
-    from training.modelconfig import absolute_config
+    from tlserve.models_config import absolute_config
 
     tracked = (REPO_ROOT / "models" / "models.config").read_text()
     args, served = run_start(tmp_path, tracked, "--port=8500", "--rest_api_port=8501")
@@ -67,7 +67,7 @@ def test_start_serves_the_tracked_example_with_the_paths_promote_sends(tmp_path:
 
 
 def test_start_keeps_absolute_paths_and_uris_and_labels(tmp_path: Path) -> None:
-    from training.modelconfig import absolute_config, render_config
+    from tlserve.models_config import absolute_config, render_config
 
     config = parse_config(
         """model_config_list {

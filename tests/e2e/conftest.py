@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.gateway import LOOPBACK, ServeProcess, free_port, running_serve
-from training import modelconfig
-from training.modelconfig import ServedModel
+from tests.support.gateway import ServeProcess, running_serve
+from tlserve import models_config
+from tlserve.models_config import ServedModel
+from tlserve.processes import LOOPBACK, free_port, stop_process
 
 MODEL_NAME = "demo"
 TF_SERVING_BINARY = "tensorflow_model_server"
@@ -126,8 +127,7 @@ def running_tf_serving(models_dir: Path, name: str = MODEL_NAME) -> Iterator[str
     try:
         yield f"{LOOPBACK}:{port}"
     finally:
-        process.terminate()
-        process.wait(30)
+        stop_process(process)
 
 
 def predict_version(serving: ServeProcess, image: bytes) -> int:
@@ -147,5 +147,5 @@ def predict_version(serving: ServeProcess, image: bytes) -> int:
 def repo(model_repo) -> Path:
     """Versions 1 and 2 of `demo` (copies of the session's tiny export), stable = 1: the promotion tests' start."""
     models_dir = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(models_dir, ServedModel("demo", "demo", (1,), {"stable": 1}))
     return models_dir

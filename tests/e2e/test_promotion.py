@@ -18,13 +18,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promotion.client import ModelServerClient
+from promotion.promote import MoveOptions, move_label
+from promotion.rollback import rollback
 from tests.conftest import random_images
 from tests.support.gateway import running_serve
-from training import audit, modelconfig
-from training.modelconfig import ServedModel
-from training.modelservice import ModelServer
-from training.promote import MoveOptions, move_label
-from training.rollback import rollback
+from tlserve import audit, models_config, processes
+from tlserve.models_config import ServedModel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -66,10 +66,7 @@ def client_loop(url: str, pinned: bool, stop: threading.Event, answers: list[Ans
 
 def wait_until(condition: Callable[[], bool], what: str, log_tail: Callable[[], str]) -> None:
     """Poll `condition` every POLL_S until true; fail after WAIT_TIMEOUT_S with `what` and the serve log."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {WAIT_TIMEOUT_S:.0f}s\n{log_tail()}"
-        time.sleep(POLL_S)
+    processes.wait_until(condition, timeout_s=WAIT_TIMEOUT_S, what=what, interval_s=POLL_S, details=log_tail)
 
 
 def pinned_answers_since(answers: list[Answer], since: float) -> int:
@@ -123,7 +120,7 @@ def test_sixteen_clients_see_no_failure_while_stable_is_promoted_and_rolled_back
                 gateway.log_tail,
             )
 
-        with ModelServer(gateway.model_server_target) as client:
+        with ModelServerClient(gateway.model_server_target) as client:
             options = MoveOptions(server=client, drain_s=0.25, load_timeout_s=180)
             for _cycle in range(CYCLES):
                 started = time.monotonic()
@@ -163,10 +160,10 @@ def test_canary_share_sends_part_of_unpinned_traffic_to_the_canary_and_never_pin
     # As after `tlserve retrain`: stable is version 1, the candidate (canary) is the newer version 2, which is also
     # the server's latest. Unpinned requests that the share does not pick must get stable's version, not latest.
     repo = model_repo("demo", versions=(1, 2))
-    modelconfig.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
+    models_config.save_model(repo, ServedModel("demo", "demo", (1,), {"stable": 1}))
     env = {**SERVE_ENV, "TLSERVE_CANARY_SHARE": "0.5"}
     with running_serve(repo, env=env, log_path=tmp_path / "serve.log") as gateway:
-        with ModelServer(gateway.model_server_target) as client:
+        with ModelServerClient(gateway.model_server_target) as client:
             move_label(repo, "demo", 2, label="canary", options=MoveOptions(server=client, drain_s=0))
         with httpx.Client(timeout=float(SERVE_ENV["TLSERVE_REQUEST_TIMEOUT_S"]) + 30.0) as http:
             unpinned = [http.post(f"{gateway.http_url}/predict", json=BODY) for _ in range(40)]

@@ -18,6 +18,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promotion.promote import MoveOptions, move_label
+from promotion.replicas import connect
+from promotion.rollback import rollback
 from tests.e2e.test_promotion import (
     SERVE_ENV,
     assert_pinned_answers_follow_the_moves,
@@ -25,11 +28,10 @@ from tests.e2e.test_promotion import (
     pinned_answers_since,
     wait_until,
 )
-from tests.support.gateway import LOOPBACK, ModelServerProcess, ServeProcess, free_ports, running_serve
-from training import audit
-from training.promote import MoveOptions, move_label
-from training.replicas import connect
-from training.rollback import rollback
+from tests.support.gateway import ServeProcess, running_serve
+from tests.support.modelserver import ModelServerProcess
+from tlserve import audit
+from tlserve.processes import LOOPBACK, free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -1,17 +1,15 @@
-"""`tlserve serve` as a process: refuses bad starts with a one-line reason (exit 2), stops when its child dies."""
+"""`tlserve serve` as a process: refuses bad starts with a one-line reason (exit 2); supervision: test_supervision."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support.gateway import LOOPBACK, free_ports, running_serve, subprocess_env
+from tests.support.gateway import subprocess_env
+from tlserve.processes import LOOPBACK, free_ports
 
 pytestmark = pytest.mark.e2e
 STOP_BOUND_S = 60.0  # graceful gateway shutdown; bounds a hang, measures nothing
@@ -57,17 +55,6 @@ def test_serve_exits_2_on_malformed_upstream():
         "tlserve: error: --upstream no-port-here: value error, expected HOST:PORT, dns:///HOST:PORT or "
         "ipv4:ADDR:PORT[,ADDR:PORT...], got 'no-port-here'"
     )
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the child process")
-def test_serve_stops_with_exit_2_when_its_model_server_dies(model_repo, tmp_path):
-    with running_serve(model_repo(), log_path=tmp_path / "serve.log") as serving:
-        pid = serving.process.pid
-        (model_server_pid,) = (int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-        os.kill(model_server_pid, signal.SIGKILL)
-        assert serving.process.wait(STOP_BOUND_S) == 2
-    assert "tlserve: error: the embedded model server exited with code -9" in serving.log_tail()
 
 
 def test_serve_exits_2_with_one_line_on_a_bad_setting_flag(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ import pytest
 
 from tests.conftest import random_images
 from tests.e2e.conftest import MODEL_NAME, copy_version, predict_version
+from tlserve.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -20,14 +20,15 @@ SWITCH_TIMEOUT_S = 120.0
 
 def wait_for_version(gateway, image: bytes, version: int) -> list[int]:
     """Ask until `version` answers; returns every version seen on the way (each request must succeed)."""
-    seen = []
-    deadline = time.monotonic() + SWITCH_TIMEOUT_S
-    while time.monotonic() < deadline:
+    seen: list[int] = []
+
+    def answers_with_version() -> bool:
         seen.append(predict_version(gateway, image))
-        if seen[-1] == version:
-            return seen
-        time.sleep(0.3)
-    raise AssertionError(f"version {version} not served within {SWITCH_TIMEOUT_S:.0f}s; saw {sorted(set(seen))}")
+        return seen[-1] == version
+
+    what, saw = f"version {version} served", lambda: f"saw {sorted(set(seen))}"
+    wait_until(answers_with_version, timeout_s=SWITCH_TIMEOUT_S, what=what, interval_s=0.3, details=saw)
+    return seen
 
 
 def version_states(gateway) -> dict[int, dict]:
@@ -58,12 +59,20 @@ def test_new_version_is_served_without_restart_and_broken_one_never_replaces_it(
     broken.mkdir()
     (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     broken.rename(models_dir / MODEL_NAME / "3")
+
     # Version 2 answers every request until the server has tried version 3 and given up on it, and after.
-    deadline = time.monotonic() + SWITCH_TIMEOUT_S
-    while not failed_to_load((states := version_states(gateway)).get(3)):
-        assert time.monotonic() < deadline, f"version 3 never failed to load: {states}\n{gateway.log_tail()}"
+    def version_3_failed_while_2_answers() -> bool:
         assert predict_version(gateway, image) == 2
-        time.sleep(0.3)
+        return failed_to_load(version_states(gateway).get(3))
+
+    what = "version 3 failed to load"
+    wait_until(
+        version_3_failed_while_2_answers,
+        timeout_s=SWITCH_TIMEOUT_S,
+        what=what,
+        interval_s=0.3,
+        details=gateway.log_tail,
+    )
     assert [predict_version(gateway, image) for _ in range(3)] == [2, 2, 2]
 
     states = version_states(gateway)

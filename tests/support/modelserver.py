@@ -4,22 +4,18 @@
         stub = server.prediction_stub()
     with model_server_process(models_dir, log_path) as server:    # `tlserve model-server --port 0` subprocess
         wait_until_available(server.target, "demo", version=2)
+    server = ModelServerProcess(models_dir, free_port(), log_path)  # a subprocess to stop and start again
+    server.start(); server.stop(); server.start()                  # ... at the same address
 
-Both yield a `RunningModelServer` (`port`, `target`, `channel()`, stubs) and stop the server on exit.
+The context managers yield a `RunningModelServer` (`port`, `target`, `channel()`, stubs) and stop the server on
+exit. Ports, polling and stopping come from `tlserve.processes` (re-exported here for older imports).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
 import re
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +23,19 @@ from typing import Any
 
 import grpc
 
-LOOPBACK = "127.0.0.1"
+from tests.support.gateway import subprocess_env
+from tlserve.processes import LOOPBACK, free_port, start_tlserve, stop_process, wait_until
+
+__all__ = ["LOOPBACK", "free_port", "stop_process"]  # with the helpers below; these three for older imports
+
+# Importing TensorFlow and loading a VGG16 on 2 busy cores is slow.
+READY_TIMEOUT_S = 240.0
 READY_PATTERN = re.compile(r"model server listening on (?P<host>\S+):(?P<port>\d+)")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class RunningModelServer:
     port: int
     rest_port: int = 0
     server: Any = None  # service.modelserver.server.ModelServer when in-process
-    process: subprocess.Popen[str] | None = None
+    process: subprocess.Popen[bytes] | None = None
     _channels: list[grpc.Channel] = field(default_factory=list)
 
     @property
@@ -70,13 +71,6 @@ class RunningModelServer:
         self._channels.clear()
 
 
-def free_port() -> int:
-    """A currently free loopback TCP port (for servers that need the number before they start)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_model_server(models_dir: Path | None = None, **settings: Any) -> Iterator[RunningModelServer]:
     """An in-process ModelServer on 127.0.0.1:<free>; keyword arguments are ModelServerSettings fields.
@@ -101,6 +95,44 @@ def running_model_server(models_dir: Path | None = None, **settings: Any) -> Ite
         server.stop(0)
 
 
+class ModelServerProcess:
+    """`tlserve model-server` as a subprocess on `port` (0: it picks one, read back from its ready line).
+
+    Its output goes to `log_path` (appended, so a restart keeps the earlier run's log). `stop()` then `start()`
+    brings it back at the same address when `port` was given.
+    """
+
+    def __init__(self, models_dir: Path, port: int, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+        self.models_dir, self.port, self.log_path = models_dir, port, log_path
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Start and wait for "model server listening on HOST:PORT" (initial loads done)."""
+        args = ["model-server", "--models-dir", str(self.models_dir), "--port", str(self.port), *self.extra_args]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = start_tlserve(args, stdout=log, env=subprocess_env())
+
+        def ready_line() -> re.Match[str] | None:
+            return READY_PATTERN.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
+
+        what = "the model server listening"
+        ready = wait_until(ready_line, timeout_s=timeout_s, what=what, process=self.process, details=self.log_tail)
+        self.port = int(ready["port"])
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it hangs; the exit code (None if it never started)."""
+        return None if self.process is None else stop_process(self.process)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
 @contextlib.contextmanager
 def model_server_process(
     models_dir: Path,
@@ -112,67 +144,20 @@ def model_server_process(
 ) -> Iterator[RunningModelServer]:
     """`tlserve model-server --models-dir DIR --host 127.0.0.1 --port 0 ...` until the block exits.
 
-    Waits for the "model server listening on HOST:PORT" line (initial loads done) and, with `wait_for_model`,
-    until that model has an AVAILABLE version; stderr (the server's log) goes to log_path. Stops with SIGTERM.
+    Waits for its ready line and, with `wait_for_model`, until that model has an AVAILABLE version; its output
+    goes to log_path. Stops with SIGTERM.
     """
-    command = [sys.executable, "-m", "tlserve", "model-server", "--models-dir", str(models_dir)]
-    command += ["--host", LOOPBACK, "--port", "0", *extra_args]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    running = RunningModelServer(port=0, process=process)
-    lines: queue.Queue[str] = queue.Queue()
-    pump = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
-    pump.start()
+    server = ModelServerProcess(models_dir, 0, log_path, ["--host", LOOPBACK, *extra_args])
+    running = RunningModelServer(port=0)
     try:
-        running.port = _wait_for_ready_line(process, lines, log_path, ready_timeout_s)
+        server.start(ready_timeout_s)
+        running.port, running.process = server.port, server.process
         if wait_for_model is not None:
             wait_until_available(running.target, wait_for_model, timeout_s=ready_timeout_s)
         yield running
     finally:
         running.close_channels()
-        stop_process(process)
-        pump.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _wait_for_ready_line(
-    process: subprocess.Popen[str], lines: queue.Queue[str], log_path: Path, timeout_s: float
-) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if process.poll() is not None:
-                raise RuntimeError(f"model server exited with {process.returncode}:\n{_tail(log_path)}") from None
-            continue
-        match = READY_PATTERN.search(line)
-        if match:
-            return int(match["port"])
-    raise TimeoutError(f"model server not ready after {timeout_s:.0f}s:\n{_tail(log_path)}")
-
-
-def _pump(stream: Any, lines: queue.Queue[str]) -> None:
-    for line in stream:  # keeps the pipe drained for the server's whole life
-        lines.put(line)
-
-
-def _tail(log_path: Path, count: int = 30) -> str:
-    return "\n".join(log_path.read_text(errors="replace").splitlines()[-count:])
-
-
-def stop_process(process: subprocess.Popen[str], timeout_s: float = 30.0) -> int:
-    """SIGTERM, wait, SIGKILL if it hangs; returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+        server.stop()
 
 
 def wait_until_available(target: str, model: str, version: int | None = None, timeout_s: float = 60.0) -> int:
@@ -184,20 +169,21 @@ def wait_until_available(target: str, model: str, version: int | None = None, ti
     if version is not None:
         request.model_spec.version.value = version
     available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-    deadline = time.monotonic() + timeout_s
-    last_error = ""
+    last_error = [""]
+
+    def available_version() -> int | None:
+        try:
+            response = stub.GetModelStatus(request, timeout=5)
+        except grpc.RpcError as exc:
+            last_error[0] = f"{exc.code().name}: {exc.details()}"
+            return None
+        versions = [int(status.version) for status in response.model_version_status if status.state == available]
+        return versions[0] if versions else None
+
     with grpc.insecure_channel(target) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                response = stub.GetModelStatus(request, timeout=5)
-                for status in response.model_version_status:
-                    if status.state == available:
-                        return int(status.version)
-            except grpc.RpcError as exc:
-                last_error = f"{exc.code().name}: {exc.details()}"
-            time.sleep(0.1)
-    raise TimeoutError(f"{model} version {version} not AVAILABLE at {target} after {timeout_s:.0f}s {last_error}")
+        what = f"{model} version {version} AVAILABLE at {target}"
+        return wait_until(available_version, timeout_s=timeout_s, what=what, details=lambda: last_error[0])
 
 
 def predict_request(images: Sequence[bytes], model: str = "demo", **spec: Any) -> Any:

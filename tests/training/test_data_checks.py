@@ -21,9 +21,9 @@ from training.data.checks import inspect_image
 
 
 def main(argv: list[str]) -> int:
-    """`tlserve ...` in-process with only the data commands registered (other groups may be mid-edit)."""
+    """`tlserve ...` in-process with only the training pipeline's commands registered (other groups may be mid-edit)."""
     saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ("training.cli_data",)
+    cli.COMMAND_MODULES = ("training.cli",)
     try:
         return cli.main(argv)
     finally:
@@ -193,8 +193,8 @@ def _valid_images() -> list[tuple[str, bytes]]:
 def test_damaged_files_are_judged_without_raising_and_usable_ones_really_decode(which, cut, flips) -> None:
     import tensorflow as tf
 
-    from tlserve.preprocessing import decode_and_resize
     from training.data.checks import to_png_bytes
+    from training.preprocessing import decode_and_resize
 
     suffix, data = _valid_images()[which]
     damaged = bytearray(data[: max(0, int(len(data) * cut))] if cut < 0.98 else data)

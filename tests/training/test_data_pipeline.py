@@ -11,10 +11,10 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.training.test_data_checks import bad_files, odd_files
-from tlserve.preprocessing import decode_and_resize
 from training.data import augmentation_layers, make_dataset, scan_dataset
 from training.data.checks import to_png_bytes
 from training.data.sample import SampleSpec, write_sample
+from training.preprocessing import decode_and_resize
 
 SIZE = 32
 

@@ -60,3 +60,17 @@ def test_markdown_report_without_curves_links_only_the_confusion_matrix() -> Non
     report = markdown_report(metrics)
     assert "confusion_matrix.png" in report
     assert "curves.png" not in report
+
+
+def test_training_curves_have_whole_epoch_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.evaluate as evaluate
+
+    figures = []
+    monkeypatch.setattr(evaluate, "_save", lambda figure, path: figures.append(figure))
+    evaluate.plot_curves({"loss": [0.9, 0.7], "val_accuracy": [0.5, 0.6]}, tmp_path / "curves.png")
+    [figure] = figures
+    for axes in figure.axes:
+        lower, upper = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if lower <= tick <= upper]
+        assert ticks
+        assert all(float(tick).is_integer() for tick in ticks), ticks

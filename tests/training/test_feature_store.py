@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
+from training.config import RunOptions, TrainConfig, build_run
 from training.feature_store import FeatureStore, base_identity, entry_key, store_path
 
 
@@ -83,7 +84,8 @@ def _sample(root: Path, per_class: int = 10, seed: int = 1) -> Path:
     return root
 
 
-def _config(data: Path, runs: Path, store: Path, **changes: object) -> TrainConfig:
+def _config(data: Path, runs: Path, store: Path, **changes: object) -> tuple[TrainConfig, RunOptions]:
+    """(hyper-parameters, run options) of a seconds-long run on `data` with its own store."""
     values: dict[str, object] = dict(
         data=str(data),
         name="store",
@@ -97,7 +99,7 @@ def _config(data: Path, runs: Path, store: Path, **changes: object) -> TrainConf
         seed=3,
     )
     values.update(changes)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+    return build_run({}, values)
 
 
 @pytest.mark.slow
@@ -106,15 +108,15 @@ def test_second_run_reuses_every_feature_and_learns_the_same_head(tmp_path: Path
 
     data = _sample(tmp_path / "data")
     store = tmp_path / "store"
-    first = train(_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
+    first = train(*_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
     used = first.features["reused"] + first.features["computed"]
     assert first.features == {"reused": 0, "computed": used}
     assert used > 0
-    second = train(_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
+    second = train(*_config(data, tmp_path / "runs", store, learning_rate=1e-3), progress=False)
     assert second.features == {"reused": used, "computed": 0}
     for a, b in zip(first.classifier.head.get_weights(), second.classifier.head.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    other_seed = train(_config(data, tmp_path / "runs", store, seed=4), progress=False)
+    other_seed = train(*_config(data, tmp_path / "runs", store, seed=4), progress=False)
     assert other_seed.features["reused"] == 0  # another random base init is another base: nothing stale reused
 
 
@@ -125,7 +127,7 @@ def test_new_files_compute_only_themselves_and_a_rewritten_file_is_not_read_stal
     data = _sample(tmp_path / "data", per_class=20)
     store = tmp_path / "store"
     config = _config(data, tmp_path / "runs", store, val_fraction=0.0, test_fraction=0.0)
-    first = train(config, progress=False)
+    first = train(*config, progress=False)
     assert first.features == {"reused": 0, "computed": 40}
     extra = sorted(_sample(tmp_path / "extra", per_class=2, seed=9).glob("*/*.*"))
     classes = sorted(path.name for path in data.iterdir() if path.is_dir())
@@ -133,7 +135,7 @@ def test_new_files_compute_only_themselves_and_a_rewritten_file_is_not_read_stal
     shutil.copy(extra[1], data / classes[1] / f"new-{extra[1].name}")
     victim = sorted((data / classes[0]).iterdir())[0]
     victim.write_bytes(extra[2].read_bytes())  # same file name, new content
-    again = train(config, progress=False)
+    again = train(*config, progress=False)
     assert again.features == {"reused": 39, "computed": 3}
 
 
@@ -201,13 +203,13 @@ def test_augmented_phase_1_trains_on_k_stored_views_computed_once(tmp_path: Path
     data = _sample(tmp_path / "data", per_class=20)
     store = tmp_path / "store"
     config = _config(data, tmp_path / "runs", store, augment=True, augment_views=3, val_fraction=0.0, test_fraction=0.0)
-    first = train(config, progress=False)
+    first = train(*config, progress=False)
     assert first.features == {"reused": 0, "computed": 3 * 40}
-    again = train(config, progress=False)
+    again = train(*config, progress=False)
     assert again.features == {"reused": 3 * 40, "computed": 0}
     for a, b in zip(first.classifier.head.get_weights(), again.classifier.head.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)  # the same seed draws the same view per image and epoch
-    other = train(_config(data, tmp_path / "runs", store, augment=True, augment_views=3, rotation=0.2,
+    other = train(*_config(data, tmp_path / "runs", store, augment=True, augment_views=3, rotation=0.2,
                           val_fraction=0.0, test_fraction=0.0), progress=False)  # fmt: skip
     assert other.features == {"reused": 0, "computed": 3 * 40}, "other augmentation settings, other views"
 
@@ -219,8 +221,8 @@ def test_evaluation_through_the_head_on_stored_features_equals_the_whole_model(t
     from training.train import predict_split, train
 
     data = _sample(tmp_path / "data")
-    result = train(_config(data, tmp_path / "runs", tmp_path / "store"), progress=False)
-    source = open_feature_source(result.classifier, result.config)
+    result = train(*_config(data, tmp_path / "runs", tmp_path / "store"), progress=False)
+    source = open_feature_source(result.classifier, result.config, result.run)
     records = scan_dataset(data, progress=False).records
     stored, stored_labels = predict_split(result.classifier, result.config, records, 2, source)
     whole, whole_labels = predict_split(result.classifier, result.config, records, 2, None)
@@ -240,8 +242,9 @@ def test_a_sweep_builds_the_base_once_computes_features_once_and_exports_only_th
     built: list[str] = []
     load_base = training.model.load_base
     monkeypatch.setattr(training.model, "load_base", lambda config: built.append(config.base) or load_base(config))
-    configs = [_config(data, tmp_path / "runs", tmp_path / "store", learning_rate=rate) for rate in (1e-2, 1e-3, 1e-4)]
-    rows = run_grid(configs, tmp_path / "sweep", progress=False)
+    pairs = [_config(data, tmp_path / "runs", tmp_path / "store", learning_rate=rate) for rate in (1e-2, 1e-3, 1e-4)]
+    configs, run = [config for config, _ in pairs], pairs[0][1]
+    rows = run_grid(configs, dataclasses.replace(run, runs_dir=str(tmp_path / "sweep")), progress=False)
     by_run = {row["run"]: row for row in rows}
     used = by_run["run01"]["features"]["computed"]
     assert used > 0
@@ -250,7 +253,8 @@ def test_a_sweep_builds_the_base_once_computes_features_once_and_exports_only_th
     assert built == ["vgg16"]
     assert [row["export_dir"] is not None for row in rows] == [True, False, False]
     assert (Path(rows[0]["export_dir"]) / "saved_model.pb").is_file()
-    everything = run_grid(configs[:2], tmp_path / "sweep-all", progress=False, export_all=True)
+    all_run = dataclasses.replace(run, runs_dir=str(tmp_path / "sweep-all"))
+    everything = run_grid(configs[:2], all_run, progress=False, export_all=True)
     assert all((Path(row["export_dir"]) / "saved_model.pb").is_file() for row in everything)
 
 
@@ -260,8 +264,8 @@ def test_a_shared_base_gives_the_same_head_as_a_base_built_for_the_run(tmp_path:
 
     data = _sample(tmp_path / "data")
     config = _config(data, tmp_path / "runs", tmp_path / "store")
-    alone = train(config, progress=False)
-    shared = train(config, progress=False, base=train(config, progress=False).classifier.base)
+    alone = train(*config, progress=False)
+    shared = train(*config, progress=False, base=train(*config, progress=False).classifier.base)
     for a, b in zip(alone.classifier.head.get_weights(), shared.classifier.head.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -272,9 +276,9 @@ def test_a_view_is_the_same_whichever_run_computed_it_and_views_differ(tmp_path:
 
     data = _sample(tmp_path / "data")
     runs, settings = tmp_path / "runs", dict(augment=True, val_fraction=0.0, test_fraction=0.0)
-    train(_config(data, runs, tmp_path / "at-once", augment_views=2, **settings), progress=False)
-    train(_config(data, runs, tmp_path / "one-by-one", augment_views=1, **settings), progress=False)
-    grown = train(_config(data, runs, tmp_path / "one-by-one", augment_views=2, **settings), progress=False)
+    train(*_config(data, runs, tmp_path / "at-once", augment_views=2, **settings), progress=False)
+    train(*_config(data, runs, tmp_path / "one-by-one", augment_views=1, **settings), progress=False)
+    grown = train(*_config(data, runs, tmp_path / "one-by-one", augment_views=2, **settings), progress=False)
     assert grown.features == {"reused": 20, "computed": 20}
     at_once = FeatureStore(tmp_path / "at-once").entries()
     one_by_one = FeatureStore(tmp_path / "one-by-one").entries()

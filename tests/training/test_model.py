@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 
-from training.config import ConfigError, TrainConfig
+from training.config import TrainConfig, TrainConfigError
 
 SMALL = dict(weights="none", image_size=32)
 
@@ -56,33 +54,28 @@ def test_model_applies_the_bases_own_preprocessing_not_rescaling(recipe) -> None
     np.testing.assert_allclose(recipe.model(pixels, training=False), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_unreachable_imagenet_weights_fall_back_with_one_line(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unreachable_imagenet_weights_are_a_config_error_naming_the_remedies(monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
 
     from training.model import load_base
 
-    real = keras.applications.MobileNetV2
-
     def offline(*args, weights=None, **kwargs):
-        if weights == "imagenet":
-            raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name unknown")
-        return real(*args, weights=weights, **kwargs)
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -2] Name unknown")
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
-    with caplog.at_level(logging.WARNING, logger="training.model"):
-        base = load_base(TrainConfig(base="mobilenet_v2", weights="imagenet", image_size=32))
-    assert base.output_shape[-1] == 1280
-    [record] = caplog.records
-    assert record.getMessage().startswith("ImageNet weights could not be downloaded (URL fetch failure")
-    assert record.getMessage().endswith("continuing with weights=None")
+    with pytest.raises(TrainConfigError) as raised:
+        load_base(TrainConfig(base="mobilenet_v2", weights="imagenet", image_size=32))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("ImageNet weights for mobilenet_v2 could not be downloaded (URL fetch failure")
+    for remedy in ("--weights PATH", "Keras cache", "--weights none"):
+        assert remedy in message
 
 
 def test_weights_path_that_does_not_exist_is_a_config_error(tmp_path) -> None:
     from training.model import load_base
 
-    with pytest.raises(ConfigError, match="no such file"):
+    with pytest.raises(TrainConfigError, match="no such file"):
         load_base(TrainConfig(weights=str(tmp_path / "missing.weights.h5"), image_size=32))
 
 
@@ -100,9 +93,9 @@ def test_fine_tune_from_block5_unfreezes_only_the_last_vgg16_block(recipe) -> No
 def test_fine_tune_from_an_unknown_layer_is_a_config_error(recipe) -> None:
     from training.model import unfreeze_top
 
-    with pytest.raises(ConfigError, match="no layer"):
+    with pytest.raises(TrainConfigError, match="no layer"):
         unfreeze_top(recipe.base, "block9", "vgg16")
-    with pytest.raises(ConfigError, match="unfreezes nothing"):
+    with pytest.raises(TrainConfigError, match="unfreezes nothing"):
         unfreeze_top(recipe.base, "0", "vgg16")
 
 

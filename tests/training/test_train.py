@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.training.small import small_run
 from tlserve import contract
-from training.config import TrainConfig
+from training.config import RunOptions, TrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -23,27 +24,15 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_config(dataset: Path, runs_dir: Path, **changes: object) -> TrainConfig:
-    values: dict[str, object] = dict(
-        data=str(dataset),
-        name="tiny",
-        weights="none",
-        image_size=32,
-        batch_size=8,
-        epochs=2,
-        dense_units=16,
-        runs_dir=str(runs_dir),
-        seed=7,
-    )
-    values.update(changes)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+def tiny_config(dataset: Path, runs_dir: Path, **changes: object) -> tuple[TrainConfig, RunOptions]:
+    return small_run(dataset, runs_dir, name="tiny", **{"epochs": 2, "dense_units": 16, "seed": 7, **changes})
 
 
 @pytest.fixture(scope="module")
 def cached_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     from training.train import train
 
-    return train(tiny_config(dataset, tmp_path_factory.mktemp("runs")), progress=False)
+    return train(*tiny_config(dataset, tmp_path_factory.mktemp("runs")), progress=False)
 
 
 def head_weights(result) -> list[np.ndarray]:
@@ -53,7 +42,7 @@ def head_weights(result) -> list[np.ndarray]:
 def test_same_seed_gives_the_same_model(cached_run, dataset: Path, tmp_path: Path) -> None:
     from training.train import train
 
-    again = train(tiny_config(dataset, tmp_path), progress=False)
+    again = train(*tiny_config(dataset, tmp_path), progress=False)
     for first, second in zip(head_weights(cached_run), head_weights(again), strict=True):
         np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
 
@@ -64,7 +53,7 @@ def test_feature_cache_and_end_to_end_learn_the_same_head(cached_run, dataset: P
     from training.model import build_classifier
     from training.train import train
 
-    end_to_end = train(tiny_config(dataset, tmp_path, feature_cache=False), progress=False)
+    end_to_end = train(*tiny_config(dataset, tmp_path, feature_cache=False), progress=False)
     keras.utils.set_random_seed(cached_run.config.seed)  # what train() does first: the same initial head
     initial = [np.asarray(w) for w in build_classifier(cached_run.config, 3).head.get_weights()]
     for cached, direct, start in zip(head_weights(cached_run), head_weights(end_to_end), initial, strict=True):
@@ -81,7 +70,7 @@ def test_exported_version_matches_the_in_process_model_on_the_same_files(cached_
 
     export_run(cached_run, tmp_path / "1")
     loaded = tf.saved_model.load(str(tmp_path / "1"))
-    records = scan_dataset(Path(cached_run.config.data), progress=False).records[:10]
+    records = scan_dataset(Path(cached_run.run.data), progress=False).records[:10]
     pixels = np.concatenate([x.numpy() for x, _ in pixel_dataset(records, cached_run.config, 3, shuffle=False)])
     in_process = cached_run.classifier.model(pixels, training=False).numpy()
     served = loaded.signatures[contract.SIGNATURE_BYTES](
@@ -102,8 +91,8 @@ def test_run_writes_checkpoint_history_tensorboard_and_reports(cached_run) -> No
 def test_resume_continues_from_the_last_checkpoint(dataset: Path, tmp_path: Path) -> None:
     from training.train import train
 
-    train(tiny_config(dataset, tmp_path, epochs=1), progress=False)
-    resumed = train(tiny_config(dataset, tmp_path, epochs=3, resume=True), progress=False)
+    train(*tiny_config(dataset, tmp_path, epochs=1), progress=False)
+    resumed = train(*tiny_config(dataset, tmp_path, epochs=3, resume=True), progress=False)
     run_dirs = [p for p in (tmp_path / "tiny").iterdir() if p.is_dir()]
     assert run_dirs == [resumed.run_dir], "--resume must reuse the interrupted run's directory"
     with open(resumed.run_dir / "phase1" / "history.csv", newline="") as handle:
@@ -120,11 +109,11 @@ def _train_records(dataset: Path):
 
 
 def test_resume_without_an_earlier_run_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
-    from training.config import ConfigError
+    from training.config import TrainConfigError
     from training.train import train
 
-    with pytest.raises(ConfigError, match="no earlier run"):
-        train(tiny_config(dataset, tmp_path, resume=True), progress=False)
+    with pytest.raises(TrainConfigError, match="no earlier run"):
+        train(*tiny_config(dataset, tmp_path, resume=True), progress=False)
 
 
 def _in_shape_classes(files: dict[str, tuple[bytes, str]]) -> dict[str, bytes]:
@@ -166,7 +155,7 @@ def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_e
     monkeypatch.setattr(phases, "pixel_dataset", pixel_spy)
     monkeypatch.setattr(features, "extract_features", extract_spy)  # the store calls it
     monkeypatch.setattr(features, "pixel_dataset", pixel_spy)  # evaluate_run imports it from here
-    result = train(tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
+    result = train(*tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
 
     expected_skips = Counter(reason.split(" (")[0] for _, reason in bad_files().values())
     assert result.skipped == dict(expected_skips)  # 0-byte, truncated JPEG/PNG, not an image, 2 bombs

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
+from tests.training.small import small_run
 
 pytestmark = pytest.mark.slow
 
@@ -20,24 +20,13 @@ def test_fine_tuning_updates_top_layers_but_not_batch_norm_statistics(tmp_path: 
     from training.train import train
 
     write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=10, size=36, seed=3))
-    config = TrainConfig(
-        data=str(tmp_path / "data"),
-        name="bn",
-        base="mobilenet_v2",
-        weights="none",
-        image_size=32,
-        batch_size=8,
-        epochs=1,
-        fine_tune_epochs=2,
-        fine_tune_from="block_16",
-        fine_tune_learning_rate=1e-2,
-        head="gap",
-        dense_units=0,
-        runs_dir=str(tmp_path / "runs"),
-    )
+    config, run = small_run(
+        tmp_path / "data", tmp_path / "runs", name="bn", base="mobilenet_v2", fine_tune_epochs=2,
+        fine_tune_from="block_16", fine_tune_learning_rate=1e-2, head="gap", dense_units=0,
+    )  # fmt: skip
     keras.utils.set_random_seed(config.seed)
     initial = build_classifier(config, num_classes=2).base  # same seed → the run's starting weights
-    result = train(config, progress=False)
+    result = train(config, run, progress=False)
     base = result.classifier.base
 
     norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
+from tests.training.small import small_run
+from training.config import RunOptions, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -92,23 +93,12 @@ def test_augmented_mixed_precision_run_trains_end_to_end(tmp_path: Path) -> None
     from training.train import train
 
     write_sample(tmp_path / "data", SampleSpec(classes=2, per_class=8, size=36, seed=5))
-    config = TrainConfig(
-        data=str(tmp_path / "data"),
-        name="aug",
-        weights="none",
-        image_size=32,
-        batch_size=8,
-        epochs=2,
-        dense_units=8,
-        augment=True,
+    config, run = small_run(
+        tmp_path / "data", tmp_path / "runs", name="aug", epochs=2, augment=True, mixed_precision=True,
+        optimizer="sgd", lr_schedule="cosine", early_stopping=2,
         feature_cache=False,  # end to end: augmentation inside the model
-        mixed_precision=True,
-        optimizer="sgd",
-        lr_schedule="cosine",
-        early_stopping=2,
-        runs_dir=str(tmp_path / "runs"),
-    )
-    result = train(config, progress=False)
+    )  # fmt: skip
+    result = train(config, run, progress=False)
     import keras
 
     assert keras.mixed_precision.global_policy().name == "float32", "the policy is restored after the run"
@@ -128,12 +118,8 @@ def _shapes(root: Path, *, per_class: int, drop_from_last: int = 0) -> Path:
     return root
 
 
-def _small(data: Path, runs: Path, **changes: object) -> TrainConfig:
-    values: dict[str, object] = dict(
-        data=str(data), name="opt", weights="none", image_size=32, batch_size=8, epochs=1, dense_units=8
-    )
-    values.update(runs_dir=str(runs), **changes)
-    return TrainConfig(**values)  # type: ignore[arg-type]
+def _small(data: Path, runs: Path, **changes: object) -> tuple[TrainConfig, RunOptions]:
+    return small_run(data, runs, name="opt", **changes)
 
 
 @pytest.mark.slow
@@ -152,7 +138,7 @@ def test_auto_class_weights_of_imbalanced_data_reach_fit(tmp_path: Path, monkeyp
         return fit(self, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "fit", fit_spy)
-    train(_small(data, tmp_path / "runs", class_weights="auto"), progress=False)
+    train(*_small(data, tmp_path / "runs", class_weights="auto"), progress=False)
     expected = class_weights_for(scan_dataset(data, progress=False).split("train"), 2, "auto")
     assert expected is not None
     assert expected[1] >= 2 * expected[0], "the data must be clearly imbalanced"
@@ -164,8 +150,10 @@ def test_lr_schedule_shapes_phase_1_and_fine_tuning_keeps_its_constant_rate(tmp_
     from training.train import train
 
     data = _shapes(tmp_path / "data", per_class=8)
-    config = _small(data, tmp_path / "runs", lr_schedule="cosine", fine_tune_epochs=1, fine_tune_learning_rate=1e-4)
-    result = train(config, progress=False)
+    config, run = _small(
+        data, tmp_path / "runs", lr_schedule="cosine", fine_tune_epochs=1, fine_tune_learning_rate=1e-4
+    )
+    result = train(config, run, progress=False)
     head_rate = float(result.classifier.head.optimizer.learning_rate)  # phase 1 compiled the head
     fine_tune_rate = float(result.classifier.model.optimizer.learning_rate)  # phase 2 compiled the whole model
     assert head_rate < 0.5 * config.learning_rate, "cosine decayed phase 1's rate"

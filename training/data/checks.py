@@ -2,7 +2,7 @@
 
 The header is read with PIL (format, mode, dimensions, frames) without decoding pixels, so a decompression
 bomb is refused before anything allocates it. A file that passes is then decoded with the very function the
-exported graph uses (`tlserve.preprocessing.decode_image`), so "usable" means "TensorFlow decodes it";
+exported graph uses (`training.preprocessing.decode_image`), so "usable" means "TensorFlow decodes it";
 files only PIL can read (TIFF, ...) are marked for conversion to PNG bytes (`to_png_bytes`).
 """
 
@@ -118,7 +118,7 @@ def tf_decodes(data: bytes) -> str | None:
     """None when the serving graph's decoder reads these bytes, else TensorFlow's error message."""
     import tensorflow as tf
 
-    from tlserve.preprocessing import decode_image
+    from training.preprocessing import decode_image
 
     try:
         decode_image(tf.constant(data))

@@ -1,6 +1,6 @@
 """The tf.data input pipeline: file records → batches of (float32 pixels [B, S, S, 3] in [0, 255], int32 labels [B]).
 
-Decoding and resizing call `tlserve.preprocessing.decode_and_resize`, the function the exported graph runs
+Decoding and resizing call `training.preprocessing.decode_and_resize`, the function the exported graph runs
 on request bytes, so training sees exactly the pixels serving will see. Order: decode+resize in parallel
 (deterministic) → cache → shuffle → batch → prefetch. The cache holds decoded, *un-augmented* images: augmentation
 belongs in the model (`augmentation_layers`), where it draws fresh randomness every epoch.
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tlserve.preprocessing import decode_and_resize
 from training.data.checks import to_png_bytes
 from training.data.scan import ImageRecord
+from training.preprocessing import decode_and_resize
 
 logger = logging.getLogger(__name__)
 

@@ -108,7 +108,10 @@ def _check_all(files: list[FoundFile], max_pixels: int, progress: bool) -> list[
     import tensorflow  # noqa: F401  (imported once here, not racing inside the worker threads)
 
     workers = min(8, 2 * (os.cpu_count() or 1))
-    bar = tqdm(total=len(files), desc="scanning images", unit="file", file=sys.stderr, disable=not progress)
+    # disable=None: tqdm stays quiet when stderr is not a terminal (no carriage-return frames in log files).
+    bar = tqdm(
+        total=len(files), desc="scanning images", unit="file", file=sys.stderr, disable=None if progress else True
+    )
     with warnings.catch_warnings(), ThreadPoolExecutor(workers) as pool, bar:
         # Large-but-allowed dimensions make PIL warn; as an error, checks.read_header reports them per file.
         warnings.simplefilter("error", Image.DecompressionBombWarning)

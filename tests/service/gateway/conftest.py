@@ -8,13 +8,20 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.gateway.http_app import create_app
+from service.gateway.http.app import create_app
 from service.gateway.settings import Settings
 from tests.service.gateway.fakes import FakeModelServer
 
 
 def make_settings(**overrides) -> Settings:
-    defaults = {"upstream": "127.0.0.1:1", "batch_wait_timeout_s": 0.001, "http_port": 0, "grpc_port": 0}
+    defaults = {
+        "upstream": "127.0.0.1:1",
+        "batch_wait_timeout_s": 0.001,
+        "http_port": 0,
+        "grpc_port": 0,
+        "default_model": "demo",
+        "shutdown_drain_s": 0,
+    }
     return Settings(**(defaults | overrides))
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from service.gateway.tensors import from_array, to_array
+from service.gateway.core.tensors import from_array, to_array
+from tests.conftest import random_images
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
@@ -194,3 +195,10 @@ async def start_fake_upstream(fake: FakeModelServer, port: int = 0, max_message_
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, bound, predictions
+
+
+def corrupt_png(image: bytes | None = None) -> bytes:
+    """A PNG whose header and end marker are fine (it passes the cheap checks) but whose pixel data is broken."""
+    image = image or random_images(1, seed=5)[0]
+    broken = image.index(b"IDAT") + 24
+    return image[:broken] + bytes(64) + image[broken + 64 :]

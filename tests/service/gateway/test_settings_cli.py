@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,8 @@ def test_settings_flags_are_grouped_and_their_help_names_the_env_var_and_default
 
 
 def test_without_flags_or_env_the_settings_defaults_apply():
-    assert settings_from() == Settings(upstream=UPSTREAM)
+    # Without --upstream the embedded model server loads --models-dir, so that repository names the served models.
+    assert settings_from() == Settings(upstream=UPSTREAM, repository=Path("models"))
 
 
 def test_flags_set_every_kind_of_field():

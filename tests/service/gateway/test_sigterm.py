@@ -26,7 +26,7 @@ from service.gateway.settings import Settings
 logging.basicConfig(level=logging.INFO)
 serve_forever(
     Settings(
-        upstream=sys.argv[1], http_host="127.0.0.1", http_port=0, grpc_port=0,
+        upstream=sys.argv[1], http_host="127.0.0.1", http_port=0, grpc_port=0, default_model="demo",
         request_timeout_s=60, shutdown_grace_s=60,
     )
 )

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from service.gateway.tensors import to_array
+from service.gateway.core.tensors import to_array
 from tests.conftest import CLASSES, random_images
-from tests.service.gateway.test_wire import http_client, running_gateway, tf_serving_request
+from tests.service.gateway.fakes import corrupt_png
+from tests.service.gateway.in_process import http_client, running_gateway, tf_serving_request
 from tests.support.modelserver import running_model_server, wait_until_available
 
 pytestmark = pytest.mark.slow
@@ -72,8 +73,7 @@ def test_every_protocol_answers_the_in_process_probabilities(model_server, refer
 
 
 def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(model_server):
-    truncated = IMAGES[0][: len(IMAGES[0]) // 2]
-    bodies = [*IMAGES[1:4], truncated]
+    bodies = [*IMAGES[1:4], corrupt_png(IMAGES[0])]
 
     async def scenario():
         # The batch leaves when all four requests are in it (no label probe: it would leave alone).
@@ -88,7 +88,13 @@ def test_a_truncated_image_fails_alone_in_a_merged_batch_against_the_real_model(
     responses, metrics = asyncio.run(scenario())
     assert [response.status_code for response in responses] == [200, 200, 200, 400]
     assert responses[3].json()["error"]["code"] == "invalid_image"
-    assert responses[3].json()["error"]["message"].startswith("image 0 (x) could not be decoded: ")
+    # Issue 9.6: which image and what is wrong with it, never TensorFlow's graph nodes or op names.
+    message = responses[3].json()["error"]["message"]
+    # Named once, by the gateway (the model server's own "image 0 cannot be decoded: ..." is folded into the reason).
+    assert message == "image 0 (x) could not be decoded: its PNG data is truncated or corrupt"
+    for internal in ("Graph execution", "node", "[Op:"):
+        assert internal not in message
+    assert "\n" not in message
     # The merged call of 4 failed, then its halves: the good pair answered, the other pair failed and split into
     # one good image and the culprit. Four separate calls would have been 3 OK and 1 INVALID_ARGUMENT.
     assert 'tlserve_upstream_predicts_total{code="INVALID_ARGUMENT",label=""} 3.0' in metrics

@@ -60,9 +60,11 @@ def test_label_outside_tf_servings_alphabet_is_rejected():
         parse_model_server_config(text)
 
 
-def test_models_dir_without_config_serves_every_model_folder(tmp_path):
-    for name in ("alpha", "beta", ".staging-x"):
+def test_models_dir_without_config_serves_every_visible_model_folder_with_a_version(tmp_path):
+    for name in ("alpha", "beta", ".staging-x", "empty"):
         (tmp_path / name).mkdir()
+    for name in ("alpha", "beta", ".staging-x"):
+        (tmp_path / name / "1").mkdir()
     models = models_dir_config(tmp_path).model_config_list.config
     assert [(m.name, Path(m.base_path)) for m in models] == [
         ("alpha", tmp_path.resolve() / "alpha"),

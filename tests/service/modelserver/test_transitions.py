@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -16,6 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tests.conftest import random_images
 from tests.support.modelserver import predict_request, running_model_server, wait_until_available
+from tlserve.processes import wait_until
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -65,13 +65,6 @@ def states(server, name: str = "demo") -> dict[int, int]:
     return {s.version: s.state for s in response.model_version_status}
 
 
-def wait_for(condition, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
 def served_version(server, **spec) -> int:
     response = server.prediction_stub().Predict(predict_request(random_images(1), **spec), timeout=30)
     return response.model_spec.version.value
@@ -84,7 +77,7 @@ def test_new_version_is_served_without_restart_and_old_one_unloaded(model_repo, 
         publish(exported_version, models_dir, 2)
         wait_until_available(server.target, "demo", version=2)
         assert served_version(server) == 2
-        wait_for(lambda: states(server).get(1) == END)
+        wait_until(lambda: states(server).get(1) == END, timeout_s=60, what="version 1 END")
         assert states(server) == {2: AVAILABLE, 1: END}
 
 
@@ -92,7 +85,7 @@ def test_broken_version_never_replaces_the_working_one(model_repo, exported_vers
     models_dir = model_repo(versions=(1,))
     with running_model_server(models_dir) as server:
         publish(exported_version, models_dir, 2, break_it=True)
-        wait_for(lambda: states(server).get(2) == END)
+        wait_until(lambda: states(server).get(2) == END, timeout_s=60, what="version 2 END")
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = "demo"
         request.model_spec.version.value = 2
@@ -187,7 +180,7 @@ def test_polled_config_file_with_label_to_unloaded_version_is_not_applied(model_
         models_dir, model_config_file=config_file, model_config_file_poll_wait_seconds=0.2
     ) as server:
         replace_atomically(config_file, config_text("specific { versions: 2 }", {"stable": 2}).encode())
-        wait_for(lambda: server.server.last_config_error is not None)
+        wait_until(lambda: server.server.last_config_error, timeout_s=60, what="a config error")
         assert "not currently available for inference" in server.server.last_config_error
         assert server.server.manager.snapshot()["demo"]["labels"] == {"stable": 1}
         assert served_version(server, version_label="stable") == 1
@@ -199,7 +192,7 @@ def test_failed_version_is_retried_and_loads_once_repaired(model_repo, exported_
     # however slowly this machine notices END; the default 5 retries would be spent in about a second.
     with running_model_server(models_dir, load_retry_interval_s=0.2, max_num_load_retries=1_000_000) as server:
         publish(exported_version, models_dir, 2, break_it=True)  # like a copy still in progress
-        wait_for(lambda: states(server).get(2) == END)
+        wait_until(lambda: states(server).get(2) == END, timeout_s=60, what="version 2 END")
         replace_atomically(
             models_dir / "demo" / "2" / "saved_model.pb", (exported_version / "saved_model.pb").read_bytes()
         )

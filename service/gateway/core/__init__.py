@@ -1,0 +1,1 @@
+"""The protocol-neutral core: validation, targets and routing, micro-batching, metrics and tensors."""
