@@ -63,9 +63,10 @@ def pretrain_base(work: Path, image_size: int, per_class: int, epochs: int) -> P
     return path
 
 
-def timed_run(config: Any) -> dict[str, Any]:
+def timed_run(values: dict[str, Any]) -> dict[str, Any]:
     """One `train` in-process with phase 1 timed (whichever path it takes); seconds, counts, test accuracy."""
     import training.phases as phases
+    from training.config import build_run
     from training.train import train
 
     seconds: list[float] = []
@@ -84,7 +85,7 @@ def timed_run(config: Any) -> dict[str, Any]:
         setattr(phases, name, timing(original))
     try:
         load_before = load()
-        result = train(config, progress=False)
+        result = train(*build_run({}, values), progress=False)
     finally:
         for name, original in originals.items():
             setattr(phases, name, original)
@@ -99,17 +100,15 @@ def timed_run(config: Any) -> dict[str, Any]:
 
 def compare(data: Path, work: Path, label: str, seeds: list[int], **settings: Any) -> dict[str, Any]:
     """Per seed: end to end, K = 4 on a cold store, K = 4 again (warm); medians of the phase-1 ratios."""
-    from training.config import TrainConfig
-
     rows = []
     for seed in seeds:
         common = dict(data=str(data), name=label, augment=True, epochs=5, seed=seed, runs_dir=str(work / "runs"))
         common.update(settings)
         store = work / f"store-{label}-{seed}"
         row: dict[str, Any] = {"seed": seed}
-        row["end_to_end"] = timed_run(TrainConfig(**common, feature_cache=False))  # type: ignore[arg-type]
-        row["cold"] = timed_run(TrainConfig(**common, augment_views=4, feature_store=str(store)))  # type: ignore[arg-type]
-        row["warm"] = timed_run(TrainConfig(**common, augment_views=4, feature_store=str(store)))  # type: ignore[arg-type]
+        row["end_to_end"] = timed_run({**common, "feature_cache": False})
+        row["cold"] = timed_run({**common, "augment_views": 4, "feature_store": str(store)})
+        row["warm"] = timed_run({**common, "augment_views": 4, "feature_store": str(store)})
         for kind in ("cold", "warm"):
             row[f"{kind}_speedup"] = round(row["end_to_end"]["phase1_s"] / row[kind]["phase1_s"], 2)
         print(json.dumps({label: row}), flush=True)
@@ -124,18 +123,18 @@ def compare(data: Path, work: Path, label: str, seeds: list[int], **settings: An
 
 def accuracy_by_views(data: Path, work: Path, seeds: list[int], views: list[int], **settings: Any) -> dict[str, Any]:
     """Test accuracy per K (mean over seeds); one store per seed, so K = 8 reuses the views K = 4 computed."""
-    from training.config import TrainConfig
+    from training.config import build_run
     from training.train import train
 
     table: dict[str, Any] = {}
     for count in views:
         accuracies = []
         for seed in seeds:
-            config = TrainConfig(
+            config, run = build_run({}, dict(
                 data=str(data), name="k", augment=True, epochs=5, seed=seed, augment_views=count,
                 runs_dir=str(work / "runs"), feature_store=str(work / f"store-k-{seed}"), **settings,
-            )  # fmt: skip
-            accuracies.append(train(config, progress=False).metrics["accuracy"])
+            ))  # fmt: skip
+            accuracies.append(train(config, run, progress=False).metrics["accuracy"])
         table[str(count)] = {"accuracies": accuracies, "mean": statistics.mean(accuracies), "load": round(load(), 2)}
         print(json.dumps({"K": count, **table[str(count)]}), flush=True)
     return table

@@ -56,7 +56,7 @@ def timed_sweep(code: Path, work: Path, data: Path, size: int, label: str) -> di
 def timed_phase1(data: Path, store: Path, runs: Path, size: int) -> dict[str, Any]:
     """One `train` in-process with phase 1 timed; returns its seconds and feature counts."""
     import training.phases as phases
-    from training.config import TrainConfig
+    from training.config import build_run
     from training.train import train
 
     original = phases.fit_head_on_features
@@ -70,12 +70,12 @@ def timed_phase1(data: Path, store: Path, runs: Path, size: int) -> dict[str, An
 
     phases.fit_head_on_features = timed  # type: ignore[assignment]
     try:
-        config = TrainConfig(
+        config, run = build_run({}, dict(
             data=str(data), name="r", weights="none", image_size=size, batch_size=32, epochs=2,
             runs_dir=str(runs), feature_store=str(store),
-        )  # fmt: skip
+        ))  # fmt: skip
         load_before = load()
-        result = train(config, progress=False)
+        result = train(config, run, progress=False)
     finally:
         phases.fit_head_on_features = original  # type: ignore[assignment]
     return {"phase1_s": seconds[0], "features": result.features, "load_before": load_before, "load_after": load()}

@@ -110,6 +110,7 @@ def tlserve_phase1(root: Path, image_size: int, batch_size: int, epochs: int, wo
     scan = scan_dataset(root, progress=False)
     train_records = scan.split("train")
     config = TrainConfig(weights="none", image_size=image_size, batch_size=batch_size, epochs=epochs)
+    work.mkdir(parents=True, exist_ok=True)
     run = RunOptions(feature_store=tempfile.mkdtemp(prefix="features-", dir=work))  # cold: measures the feature pass
     pipeline_rate = _dataset_rate(
         make_dataset(train_records, image_size, batch_size, num_classes=3, shuffle=False, seed=0, cache=False),
