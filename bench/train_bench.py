@@ -103,13 +103,15 @@ def tlserve_phase1(root: Path, image_size: int, batch_size: int, epochs: int, wo
     import keras
 
     import training.phases as phases
-    from training.config import TrainConfig
+    from training.config import RunOptions, TrainConfig
     from training.data import make_dataset, scan_dataset
     from training.model import build_classifier
 
     scan = scan_dataset(root, progress=False)
     train_records = scan.split("train")
     config = TrainConfig(weights="none", image_size=image_size, batch_size=batch_size, epochs=epochs)
+    work.mkdir(parents=True, exist_ok=True)
+    run = RunOptions(feature_store=tempfile.mkdtemp(prefix="features-", dir=work))  # cold: measures the feature pass
     pipeline_rate = _dataset_rate(
         make_dataset(train_records, image_size, batch_size, num_classes=3, shuffle=False, seed=0, cache=False),
         len(train_records),
@@ -120,9 +122,9 @@ def tlserve_phase1(root: Path, image_size: int, batch_size: int, epochs: int, wo
     original_callbacks = phases.phase_callbacks  # type: ignore[attr-defined]
     phases.phase_callbacks = lambda *args, **kwargs: [*original_callbacks(*args, **kwargs), timer]  # type: ignore[attr-defined]
     started = time.perf_counter()
-    phases.fit_head_on_features(
-        classifier, config, {"train": train_records, "val": [], "test": []}, work / "phase1", None, progress=False
-    )
+    source = phases.open_feature_source(classifier, config, run)
+    splits = {"train": train_records, "val": [], "test": []}
+    phases.fit_head_on_features(classifier, config, splits, work / "phase1", None, progress=False, source=source)
     phase_s = time.perf_counter() - started
     phases.phase_callbacks = original_callbacks  # type: ignore[attr-defined]
     return {

@@ -61,6 +61,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     sweep.add_argument("--models-dir", default=argparse.SUPPRESS, help=f"model repository (env {MODELS_DIR_ENV})")
     sweep.add_argument("--publish-best", action="store_true", help="publish the best run as the next version")
     sweep.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the table as JSON")
+    sweep.add_argument(
+        "--export-all", action="store_true", help="export every run's SavedModel (default: only the best run's)"
+    )
     sweep.set_defaults(handler=run_sweep)
 
 
@@ -134,7 +137,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 _TRAIN_DOC = (
-    "Phase 1 trains a new head on the frozen base (on features computed once when --no-augment), optional "
+    "Phase 1 trains a new head on the frozen base (on base features from the persistent feature store), optional "
     "phase 2 fine-tunes the top of the base; then evaluates on the held-out test split and publishes the next "
     "version atomically. Every flag is also a key of the --config TOML file; flags win."
 )
@@ -198,6 +201,7 @@ def run_train(
         "test_examples": result.metrics.get("examples", 0),
         "val_accuracy": result.val_accuracy,
         "skipped_files": result.skipped,
+        "features": result.features,
         "duration_s": round(result.duration_s, 1),
         "stable": stable,
         "live": stable == version,
@@ -217,6 +221,9 @@ def _train_text(summary: dict[str, Any]) -> str:
         f"macro F1 {number(summary['test_macro_f1'])}; validation accuracy {number(summary['val_accuracy'])}",
         f"report: {summary['run_dir']}/report.md ({summary['duration_s']} s)",
     ]
+    if summary["features"]:
+        features = summary["features"]
+        lines.append(f"base features: {features['reused']} reused from the store, {features['computed']} computed")
     if summary["skipped_files"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary["skipped_files"].items())
         lines.append(f"skipped {sum(summary['skipped_files'].values())} unusable files: {reasons}")
@@ -269,7 +276,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from training.sweep import run_sweep_command
 
     overrides = {key: getattr(args, key) for key in ("data", "name", "models_dir", "json") if hasattr(args, key)}
-    return run_sweep_command(args.config, overrides, publish_best=args.publish_best)
+    return run_sweep_command(args.config, overrides, publish_best=args.publish_best, export_all=args.export_all)
 
 
 _CLI_ONLY = {"data", "name", "models_dir"}  # added by the subcommand itself (positional or shared flags)

@@ -62,6 +62,7 @@ class TrainConfig:
     zoom: float = 0.1
     translation: float = 0.1
     contrast: float = 0.1
+    augment_views: int = 4
     feature_cache: bool = True
     early_stopping: int = 0
     class_weights: str = "auto"
@@ -82,6 +83,7 @@ class RunOptions:
     name: str = ""
     models_dir: str = "models"
     runs_dir: str = "runs"
+    feature_store: str = ""
     resume: bool = False
     json: bool = False
 
@@ -117,7 +119,9 @@ HELP: dict[str, str] = {
     "zoom": "zoom strength when augmenting",
     "translation": "translation strength when augmenting",
     "contrast": "contrast strength when augmenting",
-    "feature_cache": "phase 1 without augmentation: compute the frozen base's features once",
+    "augment_views": "with --augment and the feature cache: K stored augmented views per training image",
+    "feature_cache": "phase 1 on stored base features (with --augment: on K stored views); off = end to end",
+    "feature_store": "persistent base-feature store folder (default: $TLSERVE_FEATURE_STORE, else RUNS_DIR/.features)",
     "early_stopping": "stop after this many epochs without a lower validation loss; 0 = off",
     "class_weights": "auto weighs classes by inverse frequency; none does not",
     "seed": "random seed (same seed, same machine: same model)",
@@ -210,6 +214,7 @@ def validate(config: TrainConfig) -> None:
     _choice("class_weights", config.class_weights, CLASS_WEIGHTS)
     positive = {"image_size": config.image_size, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
     positive["fine_tune_learning_rate"] = config.fine_tune_learning_rate
+    positive["augment_views"] = config.augment_views
     for key, number in positive.items():
         if number <= 0:
             raise TrainConfigError(f"{flag_name(key)} must be > 0, got {number}")

@@ -115,9 +115,15 @@ def build_head(feature_shape: tuple[int, ...], num_classes: int, config: TrainCo
     return keras.Model(features, outputs, name="head")
 
 
-def build_classifier(config: TrainConfig, num_classes: int) -> Classifier:
-    """The whole model; the base is frozen and always runs in inference mode."""
-    base = load_base(config)
+def build_classifier(config: TrainConfig, num_classes: int, *, base: Any = None) -> Classifier:
+    """The whole model; the base is frozen and always runs in inference mode.
+
+    `base`: reuse an already built base (a sweep builds one per base/weights/size/seed). The head's initial
+    weights depend on the seed alone, whether the base was built now or reused.
+    """
+    if base is None:
+        base = load_base(config)
+    keras.utils.set_random_seed(config.seed)  # building the base drew from the seed generator: start afresh
     base.trainable = False
     pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
     # training=False: BatchNormalization keeps its ImageNet statistics, also when phase 2 unfreezes layers.

@@ -6,18 +6,44 @@ into its own directory, so `--resume` restores weights, optimizer state and the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.config import TrainConfig
-from training.features import extract_features, feature_dataset, pixel_dataset
+import numpy as np
+
+from training.config import RunOptions, TrainConfig
+from training.feature_store import FeatureCounts, FeatureStore, base_identity, store_path
+from training.features import entry_dataset, pixel_dataset, stored_features, view_dataset
 from training.model import Classifier
 from training.optim import learning_rate_for, make_optimizer, phase_callbacks
 
 logger = logging.getLogger(__name__)
 
 LOSS = "sparse_categorical_crossentropy"
+# View k of seed s seeds its augmentation layers from STRIDE * s + 10 * k (each layer takes seed + 0..4).
+VIEW_SEED_STRIDE = 100_003
+
+
+@dataclass
+class FeatureSource:
+    """Where a run's base features live: the store partition of this base and size, and the base's identity."""
+
+    store: FeatureStore
+    identity: str
+    extractor: Any  # pixels → base features (computes what the store lacks)
+
+
+def open_feature_source(classifier: Classifier, config: TrainConfig, run: RunOptions) -> FeatureSource:
+    """The store partition for the base as it is now (after any warm start, before any fine-tuning)."""
+    identity = base_identity(config.base, classifier.feature_extractor.get_weights())
+    if config.mixed_precision:  # float16 compute gives other features from the same weights
+        identity = hashlib.sha256(f"{identity}\0mixed_float16".encode()).hexdigest()
+    root = store_path(run.feature_store, run.runs_dir)
+    store = FeatureStore(root).partition(config.base, identity, config.image_size)
+    return FeatureSource(store=store, identity=identity, extractor=classifier.feature_extractor)
 
 
 def fit_head_on_features(
@@ -28,20 +54,62 @@ def fit_head_on_features(
     class_weight: dict[int, float] | None,
     *,
     progress: bool,
-) -> Any:
-    """Phase 1, fast path: one pass of the frozen base per image, then epochs over small feature arrays."""
+    source: FeatureSource,
+) -> FeatureCounts:
+    """Phase 1, fast path: base features from the persistent store (the base runs only over images it lacks),
+    then epochs over feature entries streamed from their files. Returns how many were reused / computed.
+    """
     num_classes = int(classifier.head.output_shape[-1])
-    logger.info("phase 1: extracting base features once (%d train images)", len(splits["train"]))
-    train_pixels = pixel_dataset(splits["train"], config, num_classes, shuffle=False)
-    train_x, train_y = extract_features(classifier.feature_extractor, train_pixels, progress=progress)
-    train_data = feature_dataset(train_x, train_y, config, shuffle=True)
+    counts = FeatureCounts()
+    logger.info("phase 1: base features from %s (%d train images)", source.store.root, len(splits["train"]))
+    if config.augment:
+        train_data = _augmented_views(config, splits["train"], num_classes, source, counts)
+    else:
+        train_paths, train_y, train_counts = stored_split(
+            source, splits["train"], config, num_classes, progress=progress
+        )
+        counts.add(train_counts)
+        train_data = entry_dataset(train_paths, train_y, config, shuffle=True)
     val_data = None
     if splits["val"]:
-        val_pixels = pixel_dataset(splits["val"], config, num_classes, shuffle=False)
-        val_x, val_y = extract_features(classifier.feature_extractor, val_pixels, progress=progress)
-        val_data = feature_dataset(val_x, val_y, config, shuffle=False)
-    logger.info("phase 1: training the head on cached features for %d epochs", config.epochs)
-    return _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
+        val_paths, val_y, val_counts = stored_split(source, splits["val"], config, num_classes, progress=progress)
+        counts.add(val_counts)
+        val_data = entry_dataset(val_paths, val_y, config, shuffle=False)
+    logger.info("phase 1: training the head on stored features for %d epochs", config.epochs)
+    _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
+    return counts
+
+
+def stored_split(
+    source: FeatureSource, records: list[Any], config: TrainConfig, num_classes: int, *, progress: bool = False
+) -> tuple[list[str], np.ndarray, FeatureCounts]:
+    """Entry paths and labels of one split's plain (view 0) features, computing only what the store lacks."""
+    extractor, store = source.extractor, source.store
+    return stored_features(extractor, records, config, num_classes, store, source.identity, progress=progress)
+
+
+def _augmented_views(
+    config: TrainConfig, records: list[Any], num_classes: int, source: FeatureSource, counts: FeatureCounts
+) -> Any:
+    """K augmented views per training image, each through the base once ever; every epoch shows one at random.
+
+    The augmentation settings are part of the views' keys: other settings, other views.
+    """
+    settings = (config.flip, config.rotation, config.zoom, config.translation, config.contrast, config.seed)
+    view_identity = hashlib.sha256(f"{source.identity}\0augment{settings}".encode()).hexdigest()
+    views: list[list[str]] = []
+    labels = np.zeros(0, np.int32)
+    for view in range(1, config.augment_views + 1):
+        # Layers seeded per view: view k's draws never depend on which views an earlier run computed
+        # (one layer's stream continued across views would make a later run's view 3 repeat view 1).
+        augment = augmentation_for(config, seed=VIEW_SEED_STRIDE * config.seed + 10 * view)
+        paths, labels, view_counts = stored_features(
+            source.extractor, records, config, num_classes, source.store, view_identity, view=view, augment=augment
+        )
+        counts.add(view_counts)
+        views.append(paths)
+    logger.info("phase 1: %d stored augmented views per training image", config.augment_views)
+    return view_dataset([list(row) for row in zip(*views, strict=True)], labels, config)
 
 
 def fit_head_end_to_end(
@@ -96,7 +164,8 @@ def _pixel_splits(classifier: Classifier, config: TrainConfig, splits: dict[str,
     return train_data, val_data
 
 
-def augmentation_for(config: TrainConfig) -> Any:
+def augmentation_for(config: TrainConfig, *, seed: int | None = None) -> Any:
+    """The augmentation layers of `config` (seeded with `seed`, default the run's seed)."""
     from training.data import augmentation_layers
 
     return augmentation_layers(
@@ -105,7 +174,7 @@ def augmentation_for(config: TrainConfig) -> Any:
         zoom=config.zoom,
         translation=config.translation,
         contrast=config.contrast,
-        seed=config.seed,
+        seed=config.seed if seed is None else seed,
     )
 
 

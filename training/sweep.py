@@ -1,7 +1,8 @@
 """`tlserve sweep`: train every combination of the values in a config file's `[sweep]` table and compare them.
 
-Each run is a normal training run (own run directory, reports, an exported but unpublished SavedModel);
-the comparison is sorted by validation accuracy, never by test accuracy, so the test split stays a holdout.
+Each run is a normal training run (own run directory and reports); the best run is exported as an unpublished
+SavedModel in its run directory (`--export-all`: every run). The comparison is sorted by validation accuracy,
+never by test accuracy, so the test split stays a holdout.
 """
 
 from __future__ import annotations
@@ -54,8 +55,12 @@ def sweep_configs(
     return [config for config, _ in built], run
 
 
-def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publish_best: bool = False) -> int:
+def run_sweep_command(
+    config_file: Path, overrides: Mapping[str, Any], *, publish_best: bool = False, export_all: bool = False
+) -> int:
     """Run the grid of `config_file` (flags in `overrides`), print and write the comparison, maybe publish the best."""
+    from training.feature_store import store_path
+
     file_values: dict[str, Any] = {}
     if os.environ.get("TLSERVE_MODELS_DIR"):
         file_values["models_dir"] = os.environ["TLSERVE_MODELS_DIR"]
@@ -65,7 +70,10 @@ def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publis
         raise TrainConfigError("a sweep needs a dataset (`data` key or --data) and a model name (`name` key or --name)")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     sweep_dir = Path(first.runs_dir) / first.name / f"sweep-{stamp}"
-    rows = run_grid(configs, dataclasses.replace(first, runs_dir=str(sweep_dir)), progress=not first.json)
+    # Every run shares the runs dir's feature store (not one under the sweep dir): later runs reuse it too.
+    store = str(store_path(first.feature_store, first.runs_dir))
+    run = dataclasses.replace(first, runs_dir=str(sweep_dir), feature_store=store)
+    rows = run_grid(configs, run, progress=not first.json, export_all=export_all)
     write_tables(rows, sweep_dir)
     published = None
     if publish_best and rows:
@@ -82,33 +90,66 @@ def run_sweep_command(config_file: Path, overrides: Mapping[str, Any], *, publis
     return EXIT_OK
 
 
-def run_grid(configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool) -> list[dict[str, Any]]:
-    """Train and export every config (run directories under `run.runs_dir`); rows ranked as `rank_rows` says."""
+def run_grid(
+    configs: Sequence[TrainConfig], run: RunOptions, *, progress: bool, export_all: bool = False
+) -> list[dict[str, Any]]:
+    """Train every config (run directories under `run.runs_dir`) and export the best run (every run with
+    `export_all`); rows ranked as `rank_rows` says.
+
+    Runs that keep the base frozen share one built base per base/weights/size/seed/precision, and every run
+    shares the feature store: the base is built once and runs once per image for the whole sweep.
+    """
     import keras
 
     from training.publish import export_run
     from training.train import train
 
     varying = {key for key in TrainConfig.__dataclass_fields__ if len({str(getattr(c, key)) for c in configs}) > 1}
-    rows = []
+    bases: dict[tuple[Any, ...], Any] = {}
+    rows: list[dict[str, Any]] = []
+    best: tuple[tuple[Any, ...], dict[str, Any], Any] | None = None
     with _no_cross_run_retracing_warnings():
         for index, config in enumerate(configs):
             logger.info("sweep run %d/%d", index + 1, len(configs))
-            result = train(config, run, progress=progress)
-            export_dir = result.run_dir / "export"
-            export_dir.mkdir()
-            export_run(result, export_dir)
-            rows.append(_row(index, config, result, export_dir, varying))
+            key = shared_base_key(config)
+            result = train(config, run, progress=progress, base=bases.get(key) if key else None)
+            if key is not None:
+                bases.setdefault(key, result.classifier.base)
+            row = _row(index, config, result, varying)
+            rows.append(row)
+            if export_all:
+                row["export_dir"] = str(export_run(result, _export_dir(result)))
+            elif best is None or _rank_key(row) < best[0]:
+                best = (_rank_key(row), row, result)  # the only finished model kept: the one that may be exported
             keras.backend.clear_session()  # free the finished run's graph before the next one
+        if best is not None:
+            _, row, result = best
+            row["export_dir"] = str(export_run(result, _export_dir(result)))
     return rank_rows(rows)
+
+
+def shared_base_key(config: TrainConfig) -> tuple[Any, ...] | None:
+    """What decides a built base's weights; None when the run fine-tunes it (then it cannot be shared)."""
+    if config.fine_tune_epochs > 0:
+        return None
+    return (config.base, config.weights, config.image_size, config.seed, config.mixed_precision)
+
+
+def _rank_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The order of `rank_rows`: best validation accuracy first, then grid order; no validation last."""
+    return (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), int(row["run"][3:]))
+
+
+def _export_dir(result: Any) -> Path:
+    export_dir = Path(result.run_dir) / "export"
+    export_dir.mkdir()
+    return export_dir
 
 
 def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best validation accuracy first; equal accuracies share a rank and keep grid order (never wall-clock time,
     which would pick a tie's winner by machine load). --publish-best takes the first row."""
-    rows = sorted(
-        rows, key=lambda row: (row["val_accuracy"] is None, -(row["val_accuracy"] or 0.0), int(row["run"][3:]))
-    )
+    rows = sorted(rows, key=_rank_key)
     for position, row in enumerate(rows, start=1):
         previous = rows[position - 2] if position > 1 else None
         tied = previous is not None and previous["val_accuracy"] == row["val_accuracy"]
@@ -139,8 +180,8 @@ def _no_cross_run_retracing_warnings() -> Iterator[None]:
         tf_logger.removeFilter(retracing)
 
 
-def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying: set[str]) -> dict[str, Any]:
-    """One line of the comparison; `config` holds only the keys the grid varies."""
+def _row(index: int, config: TrainConfig, result: Any, varying: set[str]) -> dict[str, Any]:
+    """One line of the comparison; `config` holds only the keys the grid varies; `export_dir` None unless exported."""
     return {
         "run": f"run{index + 1:02d}",
         "val_accuracy": result.val_accuracy,
@@ -148,8 +189,9 @@ def _row(index: int, config: TrainConfig, result: Any, export_dir: Path, varying
         "test_macro_f1": result.metrics.get("macro_f1"),
         "duration_s": round(result.duration_s, 1),
         "config": {key: value for key, value in config.to_dict().items() if key in varying},
+        "features": dict(getattr(result, "features", {})),  # phase 1: base features reused / computed
         "run_dir": str(result.run_dir),
-        "export_dir": str(export_dir),
+        "export_dir": None,
     }
 
 

@@ -1,7 +1,7 @@
 """One training run: scan the data, phase 1 (frozen base → head), optional phase 2 (fine-tune), evaluate.
 
-Phase 1 without augmentation fits the head on base features computed once (the base is frozen, so its
-output per image never changes); with augmentation every epoch sees new pixels, so it runs end to end.
+Phase 1 fits the head on base features from the persistent feature store (the base is frozen, so its output
+per image never changes; with --augment on K stored augmented views); --no-feature-cache runs it end to end.
 Each phase checkpoints every epoch into the run directory, which is what `--resume` continues from.
 """
 
@@ -46,16 +46,25 @@ class TrainResult:
     duration_s: float = 0.0
     scan: Any = None  # the DatasetScan the run used (its split is the holdout retrain compares on)
     warm_started: bool = False
+    features: dict[str, int] = field(default_factory=dict)  # phase 1: {"reused": R, "computed": C} images
 
 
 def train(
-    config: TrainConfig, run: RunOptions, *, progress: bool = True, warm_start: WarmStart | None = None
+    config: TrainConfig,
+    run: RunOptions,
+    *,
+    progress: bool = True,
+    warm_start: WarmStart | None = None,
+    base: Any = None,
 ) -> TrainResult:
     """Run both phases on `run.data` and evaluate on the test split; publishing is the caller's choice.
 
     With `warm_start` (and the same classes) the model starts from that version's weights instead of the base's.
+    `base`: an already built, never fine-tuned base of this config's base/weights/size/seed (a sweep's runs share one).
     """
     import keras
+
+    from training.phases import open_feature_source
 
     started = time.monotonic()
     scan = scan_data(config, Path(run.data), progress=progress)
@@ -69,15 +78,20 @@ def train(
         logger.warning("classes changed (%s -> %s): no warm start", warm_start.classes, scan.classes)
     keras.utils.set_random_seed(config.seed)
     with precision_policy(config.mixed_precision), distribution_scope():
-        classifier = build_classifier(config, len(scan.classes))
+        classifier = build_classifier(config, len(scan.classes), base=base)
         if config.fine_tune_epochs > 0:  # a bad --fine-tune-from fails now, not after phase 1 trained
             check_fine_tune_from(classifier.base, config.fine_tune_from, config.base)
         run_dir = prepare_run_dir(config, run)
         if warm and warm_start is not None:
             restore_weights(classifier.model, warm_start.version_dir)
             logger.info("warm start from %s", warm_start.version_dir)
-        run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress)
-    metrics, val_accuracy = evaluate_run(classifier, config, splits, scan.classes, run_dir, title=run.name)
+        source = open_feature_source(classifier, config, run) if config.feature_cache else None
+        features = run_phases(classifier, config, splits, scan.classes, run_dir, progress=progress, source=source)
+    if config.fine_tune_epochs > 0:
+        source = None  # phase 2 changed the base: its stored features are no longer this model's
+    metrics, val_accuracy = evaluate_run(
+        classifier, config, splits, scan.classes, run_dir, title=run.name, source=source
+    )
     return TrainResult(
         config=config,
         run=run,
@@ -92,6 +106,7 @@ def train(
         duration_s=time.monotonic() - started,
         scan=scan,
         warm_started=warm,
+        features=features,
     )
 
 
@@ -174,20 +189,26 @@ def run_phases(
     run_dir: Path,
     *,
     progress: bool,
-) -> None:
-    """Phase 1 on cached features or end to end; then phase 2 if asked."""
+    source: Any = None,
+) -> dict[str, int]:
+    """Phase 1 on stored features (from `source`) or end to end; then phase 2 if asked. Returns phase 1's counts."""
     from training.phases import fine_tune, fit_head_end_to_end, fit_head_on_features
 
     class_weight = class_weights_for(splits["train"], len(classes), config.class_weights)
+    features: dict[str, int] = {}
     if config.epochs > 0:
-        if config.feature_cache and not config.augment:
-            fit_head_on_features(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
+        if source is not None:
+            counts = fit_head_on_features(
+                classifier, config, splits, run_dir / "phase1", class_weight, progress=progress, source=source
+            )
+            features = counts.to_dict()
         else:
             fit_head_end_to_end(classifier, config, splits, run_dir / "phase1", class_weight, progress=progress)
     if config.fine_tune_epochs > 0:
         unfrozen = unfreeze_top(classifier.base, config.fine_tune_from, config.base)
         logger.info("phase 2: fine-tuning %d layers of %s", unfrozen, config.base)
         fine_tune(classifier, config, splits, run_dir / "phase2", class_weight, progress=progress)
+    return features
 
 
 def class_weights_for(records: Sequence[Any], num_classes: int, mode: str) -> dict[int, float] | None:
@@ -207,22 +228,39 @@ def evaluate_run(
     run_dir: Path,
     *,
     title: str = "",
+    source: Any = None,
 ) -> tuple[dict[str, Any], float | None]:
-    """Test-split metrics and reports into the run dir, and the validation accuracy (what a sweep ranks by)."""
+    """Test-split metrics and reports into the run dir, and the validation accuracy (what a sweep ranks by).
+
+    With a feature `source` (the base was not fine-tuned, so its features are still the stored ones) the
+    splits go through the head on stored features: the same probabilities as the whole model, without
+    running the base again over images it has already seen.
+    """
     from training.evaluate import classification_metrics, read_history, write_reports
-    from training.features import labels_of, pixel_dataset
 
     val_accuracy = None
     if splits["val"]:
-        dataset = pixel_dataset(splits["val"], config, len(classes), shuffle=False)
-        predicted = classifier.model.predict(dataset, verbose=0).argmax(axis=1)
-        val_accuracy = float((predicted == labels_of(dataset)).mean())
+        probabilities, labels = predict_split(classifier, config, splits["val"], len(classes), source)
+        val_accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     if not splits["test"]:
         logger.warning("the test split is empty; no held-out metrics")
         return {}, val_accuracy
-    dataset = pixel_dataset(splits["test"], config, len(classes), shuffle=False)
-    probabilities = classifier.model.predict(dataset, verbose=0)
-    metrics = classification_metrics(labels_of(dataset), probabilities, classes)
+    probabilities, labels = predict_split(classifier, config, splits["test"], len(classes), source)
+    metrics = classification_metrics(labels, probabilities, classes)
     metrics["val_accuracy"] = val_accuracy
     write_reports(run_dir, metrics, history=read_history(run_dir), title=f"{title or 'model'} ({config.base})")
     return metrics, val_accuracy
+
+
+def predict_split(
+    classifier: Classifier, config: TrainConfig, records: list[Any], num_classes: int, source: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of one split: through the head on stored features, else the whole model."""
+    from training.features import labels_of, pixel_dataset, predict_entries
+    from training.phases import stored_split
+
+    if source is not None:
+        paths, labels, _ = stored_split(source, records, config, num_classes)
+        return predict_entries(classifier.head, paths, config), labels
+    dataset = pixel_dataset(records, config, num_classes, shuffle=False, cache=False)
+    return np.asarray(classifier.model.predict(dataset, verbose=0)), labels_of(dataset)

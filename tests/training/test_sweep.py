@@ -87,18 +87,22 @@ def test_runs_rank_by_validation_accuracy_ties_in_grid_order_and_unknown_accurac
     outcomes = [(0.5, 1.0), (0.9, 9.0), (None, 0.5), (0.7, 5.0), (0.7, 3.0)]
     configs = [TrainConfig(learning_rate=0.1 * (index + 1)) for index in range(len(outcomes))]
 
-    def fake_train(config: TrainConfig, run: RunOptions, *, progress: bool):
+    def fake_train(config: TrainConfig, run: RunOptions, *, progress: bool, base: object = None):
         index = round(config.learning_rate / 0.1) - 1
         run_dir = Path(run.runs_dir) / f"r{index}"
         run_dir.mkdir(parents=True)
         accuracy, seconds = outcomes[index]
-        return SimpleNamespace(val_accuracy=accuracy, metrics={}, duration_s=seconds, run_dir=run_dir)
+        classifier = SimpleNamespace(base=object())
+        return SimpleNamespace(
+            val_accuracy=accuracy, metrics={}, duration_s=seconds, run_dir=run_dir, classifier=classifier
+        )
 
     monkeypatch.setattr(training.train, "train", fake_train)
-    monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: None)
+    monkeypatch.setattr(training.publish, "export_run", lambda result, export_dir: export_dir)
     rows = run_grid(configs, RunOptions(runs_dir=str(tmp_path / "sweep")), progress=False)
     assert [row["run"] for row in rows] == ["run02", "run04", "run05", "run01", "run03"]
     assert [row["rank"] for row in rows] == [1, 2, 2, 4, 5]
+    assert [row["export_dir"] is not None for row in rows] == [True, False, False, False, False]
 
 
 def test_tied_runs_share_a_rank_in_grid_order_whatever_their_duration() -> None:

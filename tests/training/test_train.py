@@ -148,12 +148,12 @@ def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_e
         return pixel_dataset(records, *args, **kwargs)
 
     def extract_spy(*args, **kwargs):
-        result = extract_features(*args, **kwargs)
-        extracted.append(len(result[0]))
-        return result
+        batches = list(extract_features(*args, **kwargs))
+        extracted.append(sum(len(batch) for batch in batches))
+        return iter(batches)
 
     monkeypatch.setattr(phases, "pixel_dataset", pixel_spy)
-    monkeypatch.setattr(phases, "extract_features", extract_spy)
+    monkeypatch.setattr(features, "extract_features", extract_spy)  # the store calls it
     monkeypatch.setattr(features, "pixel_dataset", pixel_spy)  # evaluate_run imports it from here
     result = train(*tiny_config(dirty, tmp_path / "runs", epochs=1), progress=False)
 

@@ -96,6 +96,7 @@ def test_augmented_mixed_precision_run_trains_end_to_end(tmp_path: Path) -> None
     config, run = small_run(
         tmp_path / "data", tmp_path / "runs", name="aug", epochs=2, augment=True, mixed_precision=True,
         optimizer="sgd", lr_schedule="cosine", early_stopping=2,
+        feature_cache=False,  # end to end: augmentation inside the model
     )  # fmt: skip
     result = train(config, run, progress=False)
     import keras
