@@ -20,7 +20,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench")]
+
+from feature_store_bench import export_ref  # noqa: E402  (the same `git archive` export of the "before" code)
+
 CLASSES = 2
 
 
@@ -46,13 +49,6 @@ def peak_rss(code: Path, work: Path, data: Path, size: int, label: str) -> dict[
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
     }
-
-
-def export_ref(ref: str, target: Path) -> Path:
-    target.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", ref], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:
