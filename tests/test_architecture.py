@@ -162,6 +162,11 @@ def test_argparse_and_namespace_stay_in_cli_modules(modules: dict[str, Path]) ->
     assert offenders == []
 
 
+def test_each_offline_package_has_one_command_line_module(modules: dict[str, Path]) -> None:
+    for package in ("training", "promotion"):
+        assert sorted(m for m in modules if m.startswith(f"{package}.") and is_cli(m)) == [f"{package}.cli"]
+
+
 def test_lifecycle_modules_are_not_left_in_training(modules: dict[str, Path]) -> None:
     lifecycle = {"promote", "rollback", "retrain", "retrain_flow", "gates", "infra", "replicas", "audit", "retention"}
     lifecycle |= {"modelconfig", "modelservice", "inventory", "cli_models"}

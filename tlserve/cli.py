@@ -18,7 +18,6 @@ from tlserve.tf_logging import log_level, quiet_tensorflow
 
 COMMAND_MODULES = (
     "training.cli",
-    "training.features_cli",
     "promotion.cli",
     "service.modelserver.cli",
     "service.gateway.cli",

@@ -31,7 +31,7 @@ MODELS_DIR_ENV = "TLSERVE_MODELS_DIR"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add data sample|check, train, evaluate and sweep."""
+    """Add data sample|check, train, evaluate, sweep and features ls|prune."""
     _register_data(subparsers)
     train = subparsers.add_parser(
         "train", help="train a classifier on an image folder and publish the next version", description=_TRAIN_DOC
@@ -65,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--export-all", action="store_true", help="export every run's SavedModel (default: only the best run's)"
     )
     sweep.set_defaults(handler=run_sweep)
+    _register_features(subparsers)
 
 
 def _register_data(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -306,3 +307,51 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _parser_for(type_name: Any) -> Any:
     return {"int": int, "float": float, "str": str}[str(type_name)]
+
+
+# ---- tlserve features: the persistent base-feature store (plain .npy files, no TensorFlow) ----
+
+
+def _register_features(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `features ls` (what the persistent feature store holds) and `features prune` (by age or size)."""
+    features = subparsers.add_parser("features", help="inspect or prune the persistent base-feature store")
+    commands = features.add_subparsers(dest="features_command", metavar="COMMAND", required=True)
+    listing = commands.add_parser("ls", help="entries and size on disk per base and image size")
+    _add_store_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
+    listing.set_defaults(handler=run_features_ls)
+    pruning = commands.add_parser("prune", help="delete entries by age and/or total size (oldest first)")
+    _add_store_arguments(pruning)
+    pruning.add_argument("--older-than-days", type=float, help="delete entries written more than this long ago")
+    pruning.add_argument("--max-mb", type=float, help="then delete the oldest until at most this many MB remain")
+    pruning.set_defaults(handler=run_features_prune)
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feature-store", default="", help="store folder (env TLSERVE_FEATURE_STORE)")
+    parser.add_argument("--runs-dir", default="runs", help="default store: RUNS_DIR/.features")
+
+
+def run_features_ls(args: argparse.Namespace) -> int:
+    from training.feature_store import store_path, summarize
+
+    root = store_path(args.feature_store, args.runs_dir)
+    rows = summarize(root)
+    if args.json:
+        print(json.dumps({"store": str(root), "partitions": rows}, indent=2))
+        return EXIT_OK
+    print(f"{root}: {sum(r['entries'] for r in rows)} entries, {sum(r['bytes'] for r in rows) / 1e6:.1f} MB")
+    for row in rows:
+        print(f"  {row['partition']}: {row['entries']} entries, {row['bytes'] / 1e6:.1f} MB")
+    return EXIT_OK
+
+
+def run_features_prune(args: argparse.Namespace) -> int:
+    from training.feature_store import prune, store_path
+
+    root = store_path(args.feature_store, args.runs_dir)
+    older_than_s = None if args.older_than_days is None else args.older_than_days * 86400
+    max_bytes = None if args.max_mb is None else int(args.max_mb * 1e6)
+    removed, freed = prune(root, older_than_s=older_than_s, max_bytes=max_bytes)
+    print(f"{root}: removed {removed} entries, freed {freed / 1e6:.1f} MB")
+    return EXIT_OK
