@@ -6,7 +6,9 @@ cached base features and phase 2 can fine-tune the composed model, both updating
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,9 @@ def load_base(config: TrainConfig) -> Any:
             raise TrainConfigError(f"--weights: no such file: {weights}")
         return constructor(include_top=False, weights=weights, input_shape=shape)
     try:
-        return constructor(include_top=False, weights="imagenet", input_shape=shape)
+        # Keras prints "Downloading data from ..." and its progress bar to stdout, which `--json` keeps for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            return constructor(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as exc:  # keras raises a bare Exception for a failed download
         raise TrainConfigError(weights_unavailable_message(config.base, _short_reason(exc))) from exc
 

@@ -72,6 +72,24 @@ def test_unreachable_imagenet_weights_are_a_config_error_naming_the_remedies(mon
         assert remedy in message
 
 
+def test_keras_download_chatter_goes_to_stderr_so_train_json_stays_parseable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import keras
+
+    from training.model import load_base
+
+    def downloading(*args, weights=None, **kwargs):
+        print("Downloading data from https://storage.googleapis.com/tensorflow/keras-applications/...")
+        return "base"
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", downloading)
+    assert load_base(TrainConfig(base="mobilenet_v2", weights="imagenet", image_size=32)) == "base"
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Downloading data from" in captured.err
+
+
 def test_weights_path_that_does_not_exist_is_a_config_error(tmp_path) -> None:
     from training.model import load_base
 
