@@ -15,9 +15,14 @@ set -eu
 
 repository="${MODEL_BASE_PATH:-/models}"
 served_config="${TMPDIR:-/tmp}/models.config"
+config="${repository}/models.config"
+if [ ! -f "${config}" ]; then
+    # Nothing published yet (the first publish writes models.config): serve the tracked example.
+    config="${repository}/models.config.example"
+fi
 
 sed -E "/base_path:[[:space:]]*[\"'][A-Za-z][A-Za-z0-9+.-]*:\\/\\//! s#(base_path:[[:space:]]*[\"'])([^/\"'])#\\1${repository}/\\2#" \
-    "${repository}/models.config" >"${served_config}.new"
+    "${config}" >"${served_config}.new"
 mv "${served_config}.new" "${served_config}"
-echo "start.sh: serving ${repository}/models.config as ${served_config}" >&2
+echo "start.sh: serving ${config} as ${served_config}" >&2
 exec tensorflow_model_server --model_config_file="${served_config}" "$@"

@@ -32,11 +32,11 @@ def parse_config(text: str):
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
-def run_start(tmp_path: Path, config_text: str, *flags: str) -> tuple[list[str], str]:
-    """start.sh on `config_text` as <repo>/models.config: (flags TF Serving got, the config file it was given)."""
+def run_start(tmp_path: Path, config_text: str, *flags: str, file_name: str = "models.config") -> tuple[list[str], str]:
+    """start.sh on `config_text` as <repo>/`file_name`: (flags TF Serving got, the config file it was given)."""
     repository = tmp_path / "models"
     repository.mkdir()
-    (repository / "models.config").write_text(config_text)
+    (repository / file_name).write_text(config_text)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "tensorflow_model_server"
@@ -57,7 +57,7 @@ def run_start(tmp_path: Path, config_text: str, *flags: str) -> tuple[list[str],
 def test_start_serves_the_tracked_example_with_the_paths_promote_sends(tmp_path: Path) -> None:
     from tlserve.models_config import absolute_config
 
-    tracked = (REPO_ROOT / "models" / "models.config").read_text()
+    tracked = (REPO_ROOT / "models" / "models.config.example").read_text()
     args, served = run_start(tmp_path, tracked, "--port=8500", "--rest_api_port=8501")
     assert args[1:] == ["--port=8500", "--rest_api_port=8501"]
     (model,) = parse_config(served).model_config_list.config
@@ -93,10 +93,17 @@ def test_start_keeps_absolute_paths_and_uris_and_labels(tmp_path: Path) -> None:
         assert paths == [f"{root}/a", "/srv/models/b", "gs://bucket/c", f"{root}/nested/d"]
 
 
+def test_start_serves_the_example_until_a_first_publish_writes_models_config(tmp_path: Path) -> None:
+    tracked = (REPO_ROOT / "models" / "models.config.example").read_text()
+    _, served = run_start(tmp_path, tracked, file_name="models.config.example")
+    (model,) = parse_config(served).model_config_list.config
+    assert model.base_path == f"{tmp_path / 'models'}/demo"
+
+
 def test_kubernetes_seed_is_the_tracked_example() -> None:
-    """One convention everywhere: the seed Kubernetes copies to the volume is models/models.config's content."""
+    """One convention everywhere: the seed Kubernetes copies to the volume is models/models.config.example's content."""
     seed = parse_config((DEPLOY / "tfserving" / "models.config").read_text())
-    tracked = parse_config((REPO_ROOT / "models" / "models.config").read_text())
+    tracked = parse_config((REPO_ROOT / "models" / "models.config.example").read_text())
     assert seed == tracked
     (model,) = seed.model_config_list.config
     assert not Path(model.base_path).is_absolute()

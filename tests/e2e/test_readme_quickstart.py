@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,10 @@ def test_readme_quickstart_works_verbatim_with_weights_none(tmp_path: Path) -> N
 
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
+    # models/ as a fresh clone has it (only the tracked files): the README's commands run in the clone.
+    for tracked in tracked_files("models"):
+        (work / tracked).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / tracked, work / tracked)
     write_sample(home / "PetImages", SampleSpec(classes=2, per_class=8, size=64, seed=3))
     pixels = next((home / "PetImages").rglob("*.png")).read_bytes()
     (work / "cat.jpg").write_bytes(encode_image(_pixels_of(pixels), "JPEG"))
@@ -71,6 +76,15 @@ def test_readme_quickstart_works_verbatim_with_weights_none(tmp_path: Path) -> N
         assert re.search(r"^\s+1\s+yes\s+stable", sh(show, **ask), re.MULTILINE)
         assert "pets: stable 1 -> 2" in sh(promote, **ask)
         assert json.loads(sh(localize(curl)))["version"] == 2
+
+
+def tracked_files(folder: str) -> list[str]:
+    listed = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "ls-files", folder], capture_output=True, text=True, check=True
+    )
+    files = listed.stdout.split()
+    assert files, f"git tracks nothing under {folder}/"
+    return files
 
 
 def _pixels_of(png: bytes):

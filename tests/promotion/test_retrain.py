@@ -177,7 +177,7 @@ def test_retrain_checks_the_dataset_folder_before_importing_tensorflow(tmp_path:
 def test_retrain_of_an_unlabelled_latest_policy_model_never_stops_serving_the_old_version(
     repo: Path, grown_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What `tlserve train` leaves (and models/models.config ships): latest policy, no label, no audit log.
+    """What an older tlserve left (and models/models.config.example ships): latest policy, no label, no audit log.
 
     Publishing the candidate would make the server load it and drop version 1; the retrain pins 1 as stable
     first, so a refused candidate leaves version 1 served and the candidate unloaded."""
