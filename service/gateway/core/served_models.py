@@ -13,12 +13,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from google.protobuf import text_format
-
 from service.gateway.errors import BadRequest
 from service.gateway.settings import Settings
+from tlserve import models_config
 from tlserve.contract import MODELS_CONFIG_FILE, unconfigured_model_folders
-from tlserve.protocol import model_server_config_pb2
 
 UNKNOWN_MODELS = (
     "the gateway does not know which models the upstream serves: set --default-model (TLSERVE_DEFAULT_MODEL) "
@@ -40,12 +38,11 @@ def repository_models(models_dir: Path) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8)
 def _configured_models(config_file: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
     """The model names of a models.config; the stat values are the cache key (a rewrite is a rename: new ones)."""
-    config = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(config_file.read_text(encoding="utf-8"), config)
-    except (text_format.ParseError, OSError, UnicodeDecodeError):
+        config = models_config.read_config(config_file)
+    except (models_config.ModelsConfigError, OSError, UnicodeDecodeError):
         return ()  # the model server refuses it too: nothing is served from it
-    return tuple(dict.fromkeys(model.name for model in config.model_config_list.config))
+    return tuple(dict.fromkeys(models_config.model_names(config)))
 
 
 def served_models(settings: Settings) -> tuple[str, ...] | None:
