@@ -24,7 +24,6 @@ from tlserve import audit
 from tlserve.console import CommandError, Refused
 from tlserve.contract import list_versions
 from tlserve.models_config import (
-    CANARY,
     STABLE,
     ServedModel,
     absolute_config,
@@ -91,7 +90,7 @@ def move_label(
             action, name, label, old, version, reason=reason, metrics=dict(metrics or {}), servers=_targets(options)
         )
         if options.server is None:
-            save_model(models_dir, _final(_with_label(before, label, version, models_dir)))
+            save_model(models_dir, _with_label(before, label, version, models_dir).serving_labelled())
             audit.append_record(models_dir, record)
         else:
             labelled = _load_and_label(models_dir, before, label, version, options)
@@ -147,7 +146,7 @@ def _unload_unlabelled(models_dir: Path, labelled: ServedModel, options: MoveOpt
         return
     time.sleep(options.drain_s)
     try:
-        _apply(models_dir, _final(labelled), options)
+        _apply(models_dir, labelled.serving_labelled(), options)
     except ServerError:
         save_model(models_dir, labelled)  # the server kept serving the step-2 config; so must the file
         raise
@@ -168,25 +167,17 @@ def _require_no_newcomers(record: audit.AuditRecord, options: MoveOptions) -> No
 
 def _finish_interrupted(models_dir: Path, model: ServedModel, options: MoveOptions) -> None:
     """A move killed after its label step still serves the old version: unload it now (step 3)."""
-    final = _final(model)
+    final = model.serving_labelled()
     if options.server is not None and options.unload and model.versions and final.versions != model.versions:
         _apply(models_dir, final, options)
 
 
 def _with_label(model: ServedModel, label: str, version: int, models_dir: Path) -> ServedModel:
-    """The label moved; a canary that just became stable loses its canary label (it is no longer a trial)."""
-    moved = model.with_label(label, version)
-    if label == STABLE and moved.labels.get(CANARY) == version:
-        moved = moved.without_label(CANARY)
+    """The label moved (`ServedModel.with_label_moved`), serving what the entry served plus `version`."""
+    moved = model.with_label_moved(label, version)
     if not moved.versions:
         moved = moved.with_versions(_served_versions(models_dir, model) | {version})
     return moved
-
-
-def _final(model: ServedModel) -> ServedModel:
-    """Serve exactly the labelled versions (the newest one stays when nothing is labelled)."""
-    labelled = set(model.labels.values())
-    return model.with_versions(labelled or set(model.versions[-1:]))
 
 
 def _served_versions(models_dir: Path, model: ServedModel) -> set[int]:
@@ -275,4 +266,4 @@ def _after_drop(model: ServedModel, label: str) -> ServedModel:
     if labelled:
         return rest.with_versions(labelled)
     others = set(rest.versions) - {dropped}
-    return rest.with_versions(others) if others else _final(rest)
+    return rest.with_versions(others) if others else rest.serving_labelled()

@@ -70,6 +70,17 @@ class ServedModel:
         labels = {key: value for key, value in self.labels.items() if key != label}
         return ServedModel(self.name, self.base_path, self.versions, labels)
 
+    def with_label_moved(self, label: str, version: int) -> ServedModel:
+        """`label` → `version`; a canary that becomes stable loses its canary label (it is no longer a trial)."""
+        moved = self.with_label(label, version)
+        if label == STABLE and moved.labels.get(CANARY) == version:
+            moved = moved.without_label(CANARY)
+        return moved
+
+    def serving_labelled(self) -> ServedModel:
+        """Serve exactly the labelled versions (the newest one stays when nothing is labelled)."""
+        return self.with_versions(set(self.labels.values()) or set(self.versions[-1:]))
+
 
 def config_path(models_dir: Path) -> Path:
     return models_dir / MODELS_CONFIG_FILE

@@ -81,8 +81,8 @@ def label_if_first(models_dir: Path, name: str, version: int) -> bool:
 
 
 def _label_stable(models_dir: Path, model: ServedModel, version: int, *, reason: str) -> None:
-    """`stable` → `version`, serving exactly the labelled versions; the caller holds the config lock."""
-    labelled = model.with_label(STABLE, version)
-    save_model(models_dir, labelled.with_versions(set(labelled.labels.values())))
+    """`stable` → `version`, serving exactly the labelled versions (as an offline promote writes it); the caller
+    holds the config lock."""
+    save_model(models_dir, model.with_label_moved(STABLE, version).serving_labelled())
     record = audit.AuditRecord(PUBLISH_ACTION, model.name, STABLE, model.labels.get(STABLE), version, reason=reason)
     audit.append_record(models_dir, record)
