@@ -7,6 +7,7 @@ paths agree at chance) and a MobileNetV2 base pretrained here for a few epochs o
 the shapes, so the accuracy comparison means something. No network needed.
 
     .venv/bin/python bench/augment_views_bench.py [--per-class 300 --vgg-per-class 100 --seeds 0 1 2] [--out x.json]
+    .venv/bin/python bench/augment_views_bench.py --vgg-only --vgg-seeds 0 1 [--out x.json]   # timing only
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     parser.add_argument("--skip-vgg", action="store_true", help="only the pretrained-base comparison and K table")
+    parser.add_argument("--vgg-only", action="store_true", help="only the VGG16 timing runs")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"per_class": args.per_class, "vgg_per_class": args.vgg_per_class}
@@ -164,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         write_sample(data, SampleSpec(classes=CLASSES, per_class=args.per_class, size=args.image_size, seed=0))
         if not args.skip_vgg:
             results["vgg16_none"] = compare(small, work, "vgg", args.vgg_seeds, weights="none", **common)
-        weights = pretrain_base(work, args.image_size, args.per_class, args.pretrain_epochs)
-        pretrained = {"base": "mobilenet_v2", "weights": str(weights), **common}
-        results["mobilenet_v2_pretrained"] = compare(data, work, "mnv2", args.seeds, **pretrained)
-        results["accuracy_by_views"] = accuracy_by_views(data, work, args.seeds, args.views, **pretrained)
+        if not args.vgg_only:
+            weights = pretrain_base(work, args.image_size, args.per_class, args.pretrain_epochs)
+            pretrained = {"base": "mobilenet_v2", "weights": str(weights), **common}
+            results["mobilenet_v2_pretrained"] = compare(data, work, "mnv2", args.seeds, **pretrained)
+            results["accuracy_by_views"] = accuracy_by_views(data, work, args.seeds, args.views, **pretrained)
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

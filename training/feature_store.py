@@ -63,6 +63,7 @@ class FeatureStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._made: set[Path] = set()  # fan-out folders known to exist (a mkdir per entry cost ~0.15 ms each)
 
     def partition(self, base_name: str, identity: str, image_size: int) -> FeatureStore:
         """The sub-store of one base identity and size, so `features ls` and `prune` can name what they hold.
@@ -84,8 +85,14 @@ class FeatureStore:
     def put(self, key: str, features: np.ndarray) -> None:
         """Write atomically: temp file in the same directory, fsync, rename over (identical) content."""
         target = self.path_of(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
+        if target.parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(target.parent)
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
+        except FileNotFoundError:  # the folder was removed while this run used the store (rm -rf, a new disk)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
         try:
             with os.fdopen(handle, "wb") as stream:
                 np.save(stream, np.asarray(features), allow_pickle=False)

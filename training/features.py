@@ -110,7 +110,9 @@ def stored_features(
     if missing:
         pixels = pixel_dataset([records[index] for index in missing], config, num_classes, shuffle=False, cache=False)
         if augment is not None:
-            pixels = pixels.map(lambda x, y: (augment(x, training=True), y))
+            # One map call at a time (the layers' seeded random state advances in batch order: the same views
+            # on every run), prefetched so the next batch is augmented while the base runs on this one.
+            pixels = pixels.map(lambda x, y: (augment(x, training=True), y)).prefetch(tf.data.AUTOTUNE)
         pending = iter(missing)
         for batch in extract_features(feature_extractor, pixels, progress=progress):
             for row in batch:  # written as they come: memory holds one batch, a killed run keeps what it finished

@@ -62,19 +62,18 @@ def fit_head_on_features(
     num_classes = int(classifier.head.output_shape[-1])
     counts = FeatureCounts()
     logger.info("phase 1: base features from %s (%d train images)", source.store.root, len(splits["train"]))
+    # The plain (view 0) features of both splits in one pass over what the store lacks: a retrain's few new
+    # images go through the base in one batch stream, not one partial batch per split.
+    plain = splits["val"] if config.augment else splits["train"] + splits["val"]
+    paths, labels, plain_counts = stored_split(source, plain, config, num_classes, progress=progress)
+    counts.add(plain_counts)
     if config.augment:
         train_data = _augmented_views(config, splits["train"], num_classes, source, counts)
     else:
-        train_paths, train_y, train_counts = stored_split(
-            source, splits["train"], config, num_classes, progress=progress
-        )
-        counts.add(train_counts)
-        train_data = entry_dataset(train_paths, train_y, config, shuffle=True)
-    val_data = None
-    if splits["val"]:
-        val_paths, val_y, val_counts = stored_split(source, splits["val"], config, num_classes, progress=progress)
-        counts.add(val_counts)
-        val_data = entry_dataset(val_paths, val_y, config, shuffle=False)
+        train_count = len(splits["train"])
+        train_data = entry_dataset(paths[:train_count], labels[:train_count], config, shuffle=True)
+        paths, labels = paths[train_count:], labels[train_count:]
+    val_data = entry_dataset(paths, labels, config, shuffle=False) if splits["val"] else None
     logger.info("phase 1: training the head on stored features for %d epochs", config.epochs)
     _fit(classifier.head, config, train_data, val_data, phase_dir, class_weight, progress=progress)
     return counts

@@ -37,6 +37,16 @@ def test_put_then_get_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -
     assert [p.name for p in (tmp_path / "ab").iterdir()] == ["ab" + "0" * 62 + ".npy"]
 
 
+def test_a_store_folder_removed_during_a_run_is_made_again_on_the_next_write(tmp_path: Path) -> None:
+    import shutil
+
+    store = FeatureStore(tmp_path / "store")
+    store.put("ab" + "0" * 62, np.zeros(4, np.float32))
+    shutil.rmtree(tmp_path / "store")  # e.g. `rm -rf runs/.features` while a sweep is running
+    store.put("ab" + "1" * 62, np.ones(4, np.float32))
+    np.testing.assert_array_equal(store.get("ab" + "1" * 62), np.ones(4, np.float32))
+
+
 def test_store_path_prefers_flag_then_env_then_runs_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TLSERVE_FEATURE_STORE", raising=False)
     assert store_path("", "runs") == Path("runs/.features")

@@ -141,7 +141,7 @@ def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_e
         (dirty / rel_path).write_bytes(data)
     pixel_dataset, extract_features = features.pixel_dataset, features.extract_features
     fed: list[str] = []  # every file the run hands to the input pipeline (train, val, test)
-    extracted: list[int] = []  # rows of base features phase 1 trains on (train, then val)
+    extracted: list[int] = []  # rows of base features per pass (phase 1: train + val; then test)
 
     def pixel_spy(records, *args, **kwargs):
         fed.extend(record.rel_path for record in records)
@@ -163,5 +163,6 @@ def test_every_bad_kind_is_skipped_by_reason_and_every_odd_kind_is_trained_and_e
     assert set(odd) <= set(fed), "every odd file is converted and used"
     splits = {name: [r.rel_path for r in scan_dataset(dirty, progress=False).split(name)] for name in SPLITS}
     assert set(odd) & set(splits["train"]), "some odd files must land in the training split"
-    assert extracted[0] == len(splits["train"])  # odd training files are training examples
+    # odd training files are training examples: phase 1's one pass covers train + val
+    assert extracted[0] == len(splits["train"]) + len(splits["val"])
     assert result.metrics["examples"] == len(splits["test"])  # and odd test files are evaluated
