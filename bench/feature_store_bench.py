@@ -3,7 +3,7 @@
 same data. One run, paired, load average beside each number.
 
     .venv/bin/python bench/feature_store_bench.py [--before-ref REF | --before PATH] [--per-class 500] [--out x.json]
-        [--retrain 500x64,2000x64,500x224]   # retrain cases: images per class x training image size
+        [--retrain 500x64,2000x64,500x224 --repeats 3]   # retrain cases: images per class x image size
 
 The retrain ratio depends on the dataset: a warm phase 1 still pays fixed costs (Keras traces the head's train
 step, the base's predict function for the new images) that a cold one amortizes over every image's base pass,
@@ -86,8 +86,14 @@ def timed_phase1(data: Path, store: Path, runs: Path, size: int) -> dict[str, An
     return {"phase1_s": seconds[0], "features": result.features, "load_before": load_before, "load_after": load()}
 
 
-def retrain_case(work: Path, per_class: int, size: int) -> dict[str, Any]:
-    """Old = 95 % of the files, then the grown folder (the other 5 % added): phase 1 warm vs cold."""
+def retrain_case(work: Path, per_class: int, size: int, repeats: int = 1) -> dict[str, Any]:
+    """Old = 95 % of the files, then the grown folder (the other 5 % added): phase 1 warm vs cold.
+
+    Each repeat pairs a warm run (on a fresh copy of the old store) with a cold run (empty store), alternating
+    which goes first; the case's ratio is the median of the per-repeat ratios.
+    """
+    import statistics
+
     from training.data.sample import SampleSpec, write_sample
 
     case = work / f"retrain-{per_class}x{size}"
@@ -97,12 +103,20 @@ def retrain_case(work: Path, per_class: int, size: int) -> dict[str, Any]:
     shutil.copytree(data, old)
     for path in sorted(old.glob("*/*.*"))[::20]:
         path.unlink()
-    timed_phase1(old, case / "store", case / "runs-old", size)
-    warm = timed_phase1(data, case / "store", case / "runs-warm", size)
-    cold = timed_phase1(data, case / "store-cold", case / "runs-cold", size)
-    result = {"per_class": per_class, "image_size": size, "warm": warm, "cold": cold}
-    result["phase1_speedup"] = cold["phase1_s"] / warm["phase1_s"]
-    print(json.dumps(result), flush=True)
+    timed_phase1(old, case / "store-old", case / "runs-old", size)
+    pairs = []
+    for repeat in range(repeats):
+        shutil.copytree(case / "store-old", case / f"store-{repeat}")
+        stores = {"warm": case / f"store-{repeat}", "cold": case / f"store-cold-{repeat}"}
+        order = ("warm", "cold") if repeat % 2 == 0 else ("cold", "warm")
+        pair = {kind: timed_phase1(data, stores[kind], case / f"runs-{kind}-{repeat}", size) for kind in order}
+        pair["phase1_speedup"] = pair["cold"]["phase1_s"] / pair["warm"]["phase1_s"]
+        pairs.append(pair)
+    result: dict[str, Any] = {"per_class": per_class, "image_size": size, "warm": pairs[0]["warm"]}
+    result.update(cold=pairs[0]["cold"], repeats=pairs)
+    result["phase1_speedup"] = statistics.median(pair["phase1_speedup"] for pair in pairs)
+    print(json.dumps({key: value for key, value in result.items() if key != "repeats"} | {
+        "ratios": [round(pair["phase1_speedup"], 2) for pair in pairs]}), flush=True)  # fmt: skip
     return result
 
 
@@ -137,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="warm/cold pairs per retrain case (median ratio)")
     parser.add_argument("--retrain", type=retrain_cases, help="retrain cases PER_CLASSxSIZE,... (default: the sweep's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -153,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             results["sweep_speedup"] = results["sweep_before"]["seconds"] / results["sweep_after"]["seconds"]
             print(json.dumps(results, indent=2), flush=True)
         cases = args.retrain or [(args.per_class, args.image_size)]
-        results["retrain"] = [retrain_case(work, per_class, size) for per_class, size in cases]
+        results["retrain"] = [retrain_case(work, per_class, size, args.repeats) for per_class, size in cases]
         first = results["retrain"][0]
         results["retrain_warm"], results["retrain_cold"] = first["warm"], first["cold"]
         results["retrain_phase1_speedup"] = first["phase1_speedup"]
