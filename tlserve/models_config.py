@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlserve.atomic import replace_atomically
 from tlserve.console import CommandError
 from tlserve.contract import LABEL_PATTERN, MODELS_CONFIG_FILE, list_versions, unconfigured_model_folders
 
@@ -119,21 +118,10 @@ def write_config(config_file: Path, config: Any) -> None:
     """Replace the config in one rename: a crash or a concurrent reader sees the old file or the new one."""
     text = render_config(config)
     config_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{config_file.name}.", suffix=".tmp", dir=config_file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, config_file)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(config_file.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    prefix = f".{config_file.name}."
+    replace_atomically(
+        config_file, lambda stream: stream.write(text.encode()), prefix=prefix, suffix=".tmp", sync_folder=True
+    )
     logger.debug("wrote %s", config_file)
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from tlserve.atomic import replace_atomically
 
 # Bump when decoding, resizing or `preprocess_input` changes what the base sees: every old entry is then a miss.
 PREPROCESSING_VERSION = 1
@@ -88,20 +89,15 @@ class FeatureStore:
         if target.parent not in self._made:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(target.parent)
+
+        def write(stream: BinaryIO) -> None:
+            np.save(stream, np.asarray(features), allow_pickle=False)
+
         try:
-            handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
+            replace_atomically(target, write, prefix=".tmp-", suffix=".npy")
         except FileNotFoundError:  # the folder was removed while this run used the store (rm -rf, a new disk)
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, np.asarray(features), allow_pickle=False)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+            replace_atomically(target, write, prefix=".tmp-", suffix=".npy")
 
     def entries(self) -> list[Path]:
         """Complete entries only: a temporary file a killed writer left behind is not one."""
